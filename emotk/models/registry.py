@@ -1,0 +1,122 @@
+"""Model registry: builders registered by name, paper presets per (model, size, dataset).
+
+A builder is a function ``builder(*, in_dim, out_dim, head, **config) -> nn.Module``. A preset is
+the configuration behind one paper's table row; it may carry the paper's own figures
+(``params_paper``, ``macs_paper``, ``seq_len``) so ``emotk models`` and recipe READMEs read them
+instead of repeating numbers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from torch import nn
+
+from emotk.errors import ModelError
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    name: str
+    builder: Callable[..., nn.Module]
+    family: str  # "temporal" | "image" | "multimodal"
+    description: str
+    causal: bool = False
+
+
+@dataclass(frozen=True)
+class Preset:
+    """One configuration of a model, e.g. NAC-TCN sm on AffWild2."""
+
+    model: str
+    size: str
+    dataset: str | None  # None: applies to any dataset without a more specific preset
+    config: dict[str, Any]
+    seq_len: int | None = None
+    params_paper: int | None = None  # the paper's count (its own counting convention)
+    macs_paper: float | None = None  # the paper's MMac figure
+    note: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+MODELS: dict[str, ModelInfo] = {}
+PRESETS: dict[tuple[str, str, str | None], Preset] = {}
+
+
+def register_model(name: str, *, family: str, description: str, causal: bool = False):
+    """Decorator registering a builder under ``name``."""
+
+    def wrap(fn):
+        if name in MODELS:
+            raise ValueError(f"model {name!r} registered twice")
+        MODELS[name] = ModelInfo(name, fn, family, description, causal)
+        return fn
+
+    return wrap
+
+
+def register_preset(preset: Preset) -> Preset:
+    key = (preset.model, preset.size, preset.dataset)
+    if key in PRESETS:
+        raise ValueError(f"preset {key} registered twice")
+    PRESETS[key] = preset
+    return preset
+
+
+def model_info(name: str) -> ModelInfo:
+    _load_all()
+    if name not in MODELS:
+        raise ModelError(
+            f"unknown model {name!r}. Known models: {', '.join(sorted(MODELS))}. "
+            "Run `emotk models` for the list with sizes and presets."
+        )
+    return MODELS[name]
+
+
+def sizes_of(name: str) -> list[str]:
+    _load_all()
+    return sorted({s for (m, s, _d) in PRESETS if m == name})
+
+
+def find_preset(name: str, size: str | None, dataset: str | None) -> Preset | None:
+    """The most specific preset for (name, size, dataset): dataset-specific first, then generic."""
+    _load_all()
+    if size is None:
+        sizes = sizes_of(name)
+        if not sizes:
+            return None
+        size = "sm" if "sm" in sizes else sizes[0]
+    for key in ((name, size, dataset), (name, size, None)):
+        if key in PRESETS:
+            return PRESETS[key]
+    known = sorted({(s, d) for (m, s, d) in PRESETS if m == name}, key=str)
+    if not known:
+        return None
+    raise ModelError(
+        f"model {name!r} has no size {size!r} for dataset {dataset!r}. "
+        f"Known (size, dataset) presets: {known}."
+    )
+
+
+def build(name: str, size: str | None = None, dataset: str | None = None, **overrides) -> nn.Module:
+    """Build ``name`` with the preset for (size, dataset), then ``overrides`` on top.
+
+    ``in_dim``, ``out_dim`` and ``head`` come from the preset or the overrides; the training code
+    passes them from the dataset's task. Example::
+
+        net = build("gru", dataset="affwild2", in_dim=440, out_dim=2, head="frame_tanh")
+    """
+    info = model_info(name)
+    preset = find_preset(name, size, dataset)
+    config = dict(preset.config) if preset else {}
+    config.update(overrides)
+    try:
+        return info.builder(**config)
+    except TypeError as exc:
+        raise ModelError(f"cannot build {name!r} with {sorted(config)}: {exc}") from None
+
+
+def _load_all() -> None:
+    """Import every model family module so their decorators run."""
+    import emotk.models.temporal  # noqa: F401
