@@ -1,0 +1,3 @@
+from emotk.cli import main
+
+main()

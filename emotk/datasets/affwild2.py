@@ -1,0 +1,208 @@
+"""Aff-Wild2 (ABAW valence–arousal track) from its distributed layout.
+
+Reads ``cropped_aligned/<track>/NNNNN.jpg`` (1-based frame numbers) and the per-track annotation
+files ``<ABAW annotations>/VA_Estimation_Challenge/{Train_Set,Validation_Set}/<track>.txt``; the
+annotation folder's name changes with each ABAW edition, so it is found by its content.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+
+from emotk.datasets.base import DatasetSpec, Prepared, Task, failure, register_dataset
+from emotk.errors import DatasetError
+
+SPLIT_FOLDERS = {"Train_Set": "train", "Validation_Set": "validation"}
+VA_FOLDERS = ("VA_Estimation_Challenge", "VA_Set")  # current editions / the 2020 release
+INVALID = -5.0
+
+_SIDE = re.compile(r"_(left|right)$")
+_PART_AFTER_RES = re.compile(r"^(\d+-\d+-\d+x\d+)-\d+$")  # 122-60-1920x1080-3 → 122-60-1920x1080
+_PART_VIDEO = re.compile(r"^(video\d+)_\d+$")  # video45_2 → video45
+_FPS = re.compile(r"^\d+-(\d+)-\d+x\d+")
+
+
+def subject_of(track: str) -> str:
+    """Subject key of a track: side kept, part index dropped (see docs/datasets/affwild2.md).
+
+    ``122-60-1920x1080-3`` → ``122-60-1920x1080``; ``video45_2`` → ``video45``;
+    ``10-60-1280x720_right`` → ``10-60-1280x720#right``. Left and right are different people.
+    """
+    side = _SIDE.search(track)
+    base = track[: side.start()] if side else track
+    for pattern in (_PART_AFTER_RES, _PART_VIDEO):
+        m = pattern.match(base)
+        if m:
+            base = m.group(1)
+            break
+    return f"{base}#{side.group(1)}" if side else base
+
+
+def video_of(track: str) -> str:
+    """Name (without extension) of the raw video a track comes from."""
+    side = _SIDE.search(track)
+    return track[: side.start()] if side else track
+
+
+def fps_of(track: str) -> float | None:
+    m = _FPS.match(track)
+    return float(m.group(1)) if m else None
+
+
+def find_annotation_root(raw_root: Path) -> Path:
+    """The VA annotation folder (``.../VA_Estimation_Challenge`` or ``.../VA_Set``), whatever the edition calls its parent."""
+    candidates = []
+    for va in VA_FOLDERS:
+        candidates += [p for p in raw_root.glob(f"*/{va}") if p.is_dir()]
+        candidates += [p for p in raw_root.glob(f"*/*/{va}") if p.is_dir()]
+    candidates = sorted(set(candidates))
+    if not candidates:
+        raise DatasetError(
+            f"no VA annotation folder under {raw_root}: expected e.g. "
+            f"{raw_root}/6th_ABAW_Annotations/VA_Estimation_Challenge/{{Train_Set,Validation_Set}}/<track>.txt. "
+            "Point --root at the folder that holds cropped_aligned/ and the ABAW annotations."
+        )
+    if len(candidates) > 1:
+        raise DatasetError(
+            f"several VA annotation folders under {raw_root}: {[str(c) for c in candidates]}. "
+            "Keep one edition's annotations beside cropped_aligned/, or point --root at a folder with one."
+        )
+    return candidates[0]
+
+
+def read_va_annotation(path: Path) -> tuple[np.ndarray, int]:
+    """Parse one track's annotation → ``[N, 2]`` float32 with NaN for invalid frames, and the number of out-of-range rows.
+
+    −5 marks a frame to ignore; values outside [−1, 1] or NaN are invalid too (counted).
+    """
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError:
+        raise DatasetError(f"{path} is not UTF-8 text; re-extract the annotation archive.") from None
+    lines = text.splitlines()
+    if not lines or lines[0].replace(" ", "").lower() != "valence,arousal":
+        raise DatasetError(f"{path}: first line must be 'valence,arousal', found {lines[0][:40] if lines else 'an empty file'!r}.")
+    values = []
+    for no, line in enumerate(lines[1:], start=2):
+        if not line.strip():
+            continue
+        parts = line.split(",")
+        try:
+            if len(parts) != 2:
+                raise ValueError
+            values.append((float(parts[0]), float(parts[1])))
+        except ValueError:
+            raise DatasetError(f"{path}, line {no}: expected two numbers 'valence,arousal', found {line[:40]!r}.") from None
+    arr = np.asarray(values, dtype=np.float32).reshape(-1, 2)
+    ignore = (arr == INVALID).any(axis=1)
+    bad = ~ignore & (~np.isfinite(arr).all(axis=1) | (np.abs(arr) > 1.0).any(axis=1))
+    arr[ignore | bad] = np.nan
+    return arr, int(bad.sum())
+
+
+def crop_indices(crop_dir: Path) -> np.ndarray:
+    """0-based frame indices of the jpg crops in a track folder (file ``00001.jpg`` is frame 0)."""
+    idx = [int(p.stem) - 1 for p in crop_dir.iterdir() if p.suffix.lower() == ".jpg" and p.stem.isdigit() and not p.name.startswith(".")]
+    return np.asarray(sorted(idx), dtype=np.int64)
+
+
+def prepare(raw_root: Path, out_dir: Path, faces: str = "provided", **video_options) -> Prepared:
+    ann_root = find_annotation_root(raw_root)
+    crops_root = raw_root / "cropped_aligned"
+    tracks: dict[str, tuple[str, Path]] = {}
+    for folder, split in SPLIT_FOLDERS.items():
+        for txt in sorted((ann_root / folder).glob("*.txt")):
+            if not txt.name.startswith("."):
+                tracks[txt.stem] = (split, txt)
+    if not tracks:
+        raise DatasetError(f"{ann_root} has no Train_Set/*.txt or Validation_Set/*.txt annotation files.")
+
+    use_videos = faces == "detect" or not crops_root.is_dir()
+    video_media: dict[str, dict] = {}
+    if use_videos:
+        from emotk.datasets.affwild2_videos import crop_tracks  # needs the video extras
+
+        video_media = crop_tracks(raw_root, out_dir, sorted(tracks), **video_options)
+
+    rows, labels, failures = [], {}, []
+    n_bad_total = 0
+    for track, (split, txt) in sorted(tracks.items()):
+        try:
+            va, n_bad = read_va_annotation(txt)
+        except DatasetError as exc:
+            failures.append(failure(track, "prepare", txt, str(exc), "fix or re-download this annotation file"))
+            continue
+        if use_videos:
+            media = video_media.get(track)
+            if media is None or "reason" in media:
+                failures.append(media or failure(track, "prepare", raw_root, "no video found for this track",
+                                                 "put the video in a batch*/ folder"))
+                continue
+            frames = _frames_in(out_dir / media["media"], base=0)
+            row_media = dict(media=media["media"], media_root="workspace", frame_base=0,
+                             fps=media.get("fps"), decoder=media.get("decoder"), no_face_frames=media.get("no_face_frames"))
+        else:
+            crop_dir = crops_root / track
+            if not crop_dir.is_dir():
+                failures.append(failure(track, "prepare", crop_dir, "annotated track has no crop folder",
+                                        "restore cropped_aligned/<track>/ or prepare with --faces detect"))
+                continue
+            frames = crop_indices(crop_dir)
+            row_media = dict(media=f"cropped_aligned/{track}", media_root="raw", frame_base=1, fps=fps_of(track))
+        if frames.size == 0:
+            failures.append(failure(track, "prepare", raw_root / row_media["media"], "no face crops for this track",
+                                    "check the crop folder; the track is skipped"))
+            continue
+        n_frames = max(len(va), int(frames[-1]) + 1)
+        per_frame = np.full((n_frames, 2), np.nan, dtype=np.float32)
+        per_frame[: len(va)] = va
+        has_crop = np.zeros(n_frames, dtype=bool)
+        has_crop[frames] = True
+        n_valid = int((has_crop & np.isfinite(per_frame).all(axis=1)).sum())
+        if n_bad:
+            n_bad_total += n_bad
+            failures.append(failure(track, "prepare-labels", txt, f"{n_bad} frames have values outside [-1, 1] or NaN; marked invalid",
+                                    "nothing: these frames are excluded from training and scoring"))
+        if n_valid == 0:
+            failures.append(failure(track, "prepare", txt, "no frame has both a valid label and a face crop",
+                                    "the track is skipped; check its annotation and crops"))
+            continue
+        labels[track] = per_frame
+        rows.append({
+            "sample_id": track, "subject": subject_of(track), "split": split, "kind": "video",
+            "media_kind": "frames_dir", "n_frames": n_frames, **row_media,
+            "n_label_lines": int(len(va)), "n_crops": int(frames.size),
+            "missing_crops": int(n_frames - frames.size), "n_valid": n_valid,
+        })
+    return Prepared(rows=rows, frame_labels=labels, label_names=("valence", "arousal"), failures=failures,
+                    info={"annotation_root": str(ann_root), "faces": "detect" if use_videos else "provided",
+                          "out_of_range_labels": n_bad_total})
+
+
+def _frames_in(folder: Path, base: int) -> np.ndarray:
+    if not folder.is_dir():
+        return np.zeros(0, dtype=np.int64)
+    return np.asarray(sorted(int(p.stem) - base for p in folder.glob("*.jpg") if p.stem.isdigit()), dtype=np.int64)
+
+
+LAYOUT = """\
+<root>/
+  cropped_aligned/<track>/00001.jpg 00002.jpg ...      ABAW face crops (1-based frame numbers)
+  <N>th_ABAW_Annotations/VA_Estimation_Challenge/      folder name varies by edition
+    Train_Set/<track>.txt  Validation_Set/<track>.txt  'valence,arousal' header, one row per frame, -5 = ignore
+  batch1/ batch2/ batch3/  raw videos (used with --faces detect, or when cropped_aligned/ is absent)"""
+
+register_dataset(DatasetSpec(
+    name="affwild2",
+    title="Aff-Wild2 (ABAW VA)",
+    layout=LAYOUT,
+    splits="official: Train_Set → train, Validation_Set → validation (test labels withheld); "
+           "subject k-fold on train as in NAC-TCN (subject = track without part index, left/right kept apart)",
+    task=Task(kind="frame_regression", targets=("valence", "arousal"), metric="ccc", seq_len=256, head="frame_tanh"),
+    prepare=prepare,
+))
+
+__all__ = ["subject_of", "video_of", "fps_of", "read_va_annotation", "find_annotation_root", "prepare"]

@@ -1,0 +1,1 @@
+"""Training: windows over cached features, losses, the loop, run directories."""

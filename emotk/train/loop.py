@@ -1,0 +1,327 @@
+"""The training loop and its run directory.
+
+``train_run(ws, TrainConfig(...))`` trains one (model, split part, seed) and writes, atomically::
+
+    config.json          every option, input file fingerprints, versions, the protocol
+    checkpoint.pt        last epoch: model, optimizer, scheduler, RNG states (for --resume)
+    best.pt              the epoch with the best validation score
+    history.csv          one row per epoch
+    metrics.json         held-out metrics of best.pt, {"status": "finished", ...}
+    predictions.parquet  per frame (frame tasks) or per clip
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import math
+import platform
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from emotk import __version__, metrics
+from emotk.atomic import atomic_path, write_json, write_parquet
+from emotk.datasets import get_dataset
+from emotk.datasets.base import Task
+from emotk.errors import RunError, SplitError
+from emotk.models import build, find_preset
+from emotk.splits import check, read_split
+from emotk.train.data import WINDOW_BUILDERS, WindowDataset, collate, load_samples
+from emotk.train.losses import LOSSES
+from emotk.workspace import Workspace
+
+
+@dataclass
+class TrainConfig:
+    model: str
+    dataset: str
+    features: str
+    split: str
+    fold: int | None = None  # k-fold part to hold out; None for an official split
+    size: str | None = None
+    seed: int = 1
+    epochs: int = 10
+    batch_size: int = 16
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    seq_len: int | None = None  # None: the dataset task's default
+    device: str | None = None
+    num_workers: int = 0
+    amp: bool = True  # used on CUDA only
+    allow_leak: bool = False
+    model_options: dict = field(default_factory=dict)
+    runs_dir: str | None = None
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def run_dir(ws: Workspace, cfg: TrainConfig) -> Path:
+    root = Path(cfg.runs_dir) if cfg.runs_dir else ws.runs_dir()
+    part = "official" if cfg.fold is None else f"fold{cfg.fold}"
+    return root / cfg.dataset / f"{cfg.model}-{cfg.size or 'default'}" / cfg.split / f"{part}-seed{cfg.seed}"
+
+
+def fingerprint(path: Path, full_limit: int = 64 << 20) -> str:
+    """sha256 of a file; for files over ``full_limit`` of its size, first and last MiB (fast, still content-based)."""
+    if not path.exists():
+        return "missing"
+    h = hashlib.sha256()
+    size = path.stat().st_size
+    with open(path, "rb") as fh:
+        if size <= full_limit:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+        else:
+            h.update(str(size).encode())
+            h.update(fh.read(1 << 20))
+            fh.seek(-(1 << 20), 2)
+            h.update(fh.read(1 << 20))
+    return h.hexdigest()
+
+
+def select_parts(ws: Workspace, cfg: TrainConfig) -> tuple[list[str], list[str], str]:
+    """Train and validation sample ids of the split part, after the leakage check; and the protocol name."""
+    split = read_split(ws, cfg.dataset, cfg.split)
+    if not cfg.allow_leak:
+        try:
+            check(split, f"split {cfg.split!r}")
+        except SplitError as exc:
+            raise SplitError(f"{exc}\n(train refuses leaking splits; --allow-leak overrides)") from None
+    if "fold" in split.columns:
+        folds = sorted(split["fold"].unique().to_list())
+        if cfg.fold is None or cfg.fold not in folds:
+            raise SplitError(f"split {cfg.split!r} has folds {folds}; pass --fold K (or --fold all).")
+        train = split.filter(pl.col("fold") != cfg.fold)["sample_id"].to_list()
+        val = split.filter(pl.col("fold") == cfg.fold)["sample_id"].to_list()
+        protocol = f"{cfg.split}: subject {len(folds)}-fold, held-out fold"
+    else:
+        if cfg.fold is not None:
+            raise SplitError(f"split {cfg.split!r} is an official split (no folds); drop --fold.")
+        train = split.filter(pl.col("split") == "train")["sample_id"].to_list()
+        val = split.filter(pl.col("split") == "validation")["sample_id"].to_list()
+        protocol = f"{cfg.split}: train → validation"
+    if not train or not val:
+        raise SplitError(f"split {cfg.split!r} gives {len(train)} training and {len(val)} validation samples; both must be non-empty.")
+    return train, val, protocol
+
+
+def _rng_state() -> dict:
+    np_state = np.random.get_state()
+    return {"python": random.getstate(), "torch": torch.get_rng_state(),
+            "numpy": (np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:])}
+
+
+def _set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    torch.set_rng_state(state["torch"])
+    kind, keys, *rest = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), *rest))
+
+
+def save_checkpoint(path: Path, payload: dict) -> None:
+    buf = io.BytesIO()
+    torch.save(payload, buf)
+    with atomic_path(path, ".pt") as tmp:
+        tmp.write_bytes(buf.getvalue())
+
+
+def load_checkpoint(path: Path, model_name: str | None = None) -> dict:
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise RunError(f"{path} is not a readable emotk checkpoint ({str(exc)[:160]}); delete it to start over.") from None
+    if model_name is not None and payload.get("model_name") != model_name:
+        raise RunError(f"{path} holds a {payload.get('model_name')!r} model, not {model_name!r}; "
+                       "use another run directory or delete the checkpoint.")
+    return payload
+
+
+def predict(model, loader, device, task: Task, amp: bool) -> tuple[list, list, list]:
+    """Model outputs, targets and validity for every window of ``loader``, on the CPU."""
+    model.eval()
+    outs, ys, valids = [], [], []
+    with torch.inference_mode():
+        for x, y, valid, _ in loader:
+            with torch.autocast("cuda", enabled=amp and device.type == "cuda"):
+                out = model(x.to(device))
+            outs.append(out.float().cpu())
+            ys.append(y)
+            valids.append(valid)
+    return outs, ys, valids
+
+
+def score(task: Task, dataset: WindowDataset, outs, ys, valids) -> tuple[dict, pl.DataFrame]:
+    """Metrics of the task and a predictions table (per frame or per clip)."""
+    out, y, valid = torch.cat(outs), torch.cat(ys), torch.cat(valids)
+    w = dataset.windows
+    sids = np.asarray(dataset.samples.ids)[w.sample]
+    if task.kind == "frame_regression":
+        v = valid.numpy()
+        pred, true = out.numpy()[v], y.numpy()[v]
+        frame_sid = np.repeat(sids[:, None], v.shape[1], axis=1)[v]
+        report = metrics.regression_report(true, pred, names=task.targets, groups=frame_sid)
+        table = {"sample_id": frame_sid, "frame": w.frames[v]}
+        for j, name in enumerate(task.targets):
+            table[f"pred_{name}"], table[f"true_{name}"] = pred[:, j], true[:, j]
+        return report, pl.DataFrame(table)
+    if task.kind == "clip_multilabel":
+        probs = torch.sigmoid(out).numpy()
+        report = metrics.multilabel_report(y.numpy(), probs, names=task.targets)
+        table = {"sample_id": sids}
+        for j, name in enumerate(task.targets):
+            table[f"prob_{name}"], table[f"true_{name}"] = probs[:, j], y.numpy()[:, j]
+        return report, pl.DataFrame(table)
+    if task.kind == "clip_classification":
+        logits = out
+        if logits.dim() == 3:
+            m = valid.float().unsqueeze(-1)
+            logits = (logits * m).sum(1) / m.sum(1).clamp(min=1)
+        true = y.view(-1).long().numpy()
+        report = metrics.classification_report(true, logits.numpy(), num_classes=task.n_classes or None)
+        return report, pl.DataFrame({"sample_id": sids, "pred": logits.argmax(-1).numpy(), "true": true})
+    if task.kind == "frame_classification":
+        v = valid.numpy()
+        logits, true = out.numpy()[v], y.numpy()[v][:, 0].astype(int)
+        report = metrics.classification_report(true, logits, num_classes=task.n_classes or None)
+        frame_sid = np.repeat(sids[:, None], v.shape[1], axis=1)[v]
+        return report, pl.DataFrame({"sample_id": frame_sid, "frame": w.frames[v], "pred": logits.argmax(-1), "true": true})
+    raise RunError(f"no scorer for task kind {task.kind!r}")
+
+
+def _out_dim(task: Task) -> int:
+    return task.n_classes if task.kind.endswith("classification") else len(task.targets)
+
+
+def build_model(cfg: TrainConfig, task: Task, in_dim: int):
+    return build(cfg.model, cfg.size, cfg.dataset, in_dim=in_dim, out_dim=_out_dim(task), head=task.head, **cfg.model_options)
+
+
+def train_run(ws: Workspace, cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict:
+    """Train one run; returns the contents of metrics.json. Finished runs are returned untouched."""
+    out_dir = run_dir(ws, cfg)
+    metrics_path = out_dir / "metrics.json"
+    if metrics_path.exists():
+        done = json.loads(metrics_path.read_text())
+        if done.get("status") == "finished":
+            return done
+    ckpt_path = out_dir / "checkpoint.pt"
+    if ckpt_path.exists() and not resume:
+        raise RunError(f"{out_dir} holds an unfinished run. Pass --resume to continue it, or delete the folder to start over.")
+
+    task = get_dataset(cfg.dataset).task
+    seq_len = cfg.seq_len or task.seq_len
+    train_ids, val_ids, protocol = select_parts(ws, cfg)
+    seed_everything(cfg.seed)
+    build_windows = WINDOW_BUILDERS[task.kind]
+    train_samples = load_samples(ws, cfg.dataset, cfg.features, train_ids, task)
+    val_samples = load_samples(ws, cfg.dataset, cfg.features, val_ids, task)
+    train_set = WindowDataset(train_samples, build_windows(train_samples, seq_len), task)
+    val_set = WindowDataset(val_samples, build_windows(val_samples, seq_len), task)
+
+    device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    amp = cfg.amp and device.type == "cuda"
+    model = build_model(cfg, task, train_samples.dim).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(cfg.epochs, 1))
+    scaler = torch.amp.GradScaler("cuda", enabled=amp)
+    loss_fn = LOSSES[task.kind]
+    primary = task.metric
+    preset = find_preset(cfg.model, cfg.size, cfg.dataset)
+
+    config = {
+        **asdict(cfg), "run_dir": str(out_dir), "protocol": protocol, "metric": primary, "task": asdict(task),
+        "seq_len": seq_len, "params": sum(p.numel() for p in model.parameters()),
+        "preset": None if preset is None else {"size": preset.size, "dataset": preset.dataset, "config": preset.config},
+        "n_train_samples": len(train_ids), "n_val_samples": len(val_ids),
+        "n_train_windows": len(train_set), "n_val_windows": len(val_set),
+        "inputs": {
+            "manifest": fingerprint(ws.manifest_path(cfg.dataset)),
+            "labels": fingerprint(ws.labels_path(cfg.dataset)),
+            "features": fingerprint(ws.feature_path(cfg.dataset, cfg.features)),
+            "split": fingerprint(ws.split_path(cfg.dataset, cfg.split)),
+        },
+        "versions": {"emotk": __version__, "torch": torch.__version__, "python": platform.python_version()},
+        "emotk_version": __version__, "device": str(device), "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+    out_dir.mkdir(parents=True, exist_ok=True)
+    start_epoch, best, best_epoch, history = 0, -math.inf, -1, []
+    if resume and ckpt_path.exists():
+        state = load_checkpoint(ckpt_path, cfg.model)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        start_epoch, best, best_epoch, history = state["epoch"] + 1, state["best"], state["best_epoch"], state["history"]
+        _set_rng_state(state["rng"])
+    else:
+        write_json(out_dir / "config.json", config)
+
+    val_loader = DataLoader(val_set, batch_size=max(cfg.batch_size, 64), shuffle=False, collate_fn=collate,
+                            num_workers=cfg.num_workers)
+    for epoch in range(start_epoch, cfg.epochs):
+        order = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)  # data order depends on (seed, epoch) only
+        train_loader = DataLoader(train_set, batch_size=cfg.batch_size, shuffle=True, generator=order,
+                                  collate_fn=collate, num_workers=cfg.num_workers)
+        model.train()
+        total, n = 0.0, 0
+        bar = tqdm(train_loader, desc=f"{cfg.model} epoch {epoch + 1}/{cfg.epochs}", leave=False, disable=not progress)
+        for x, y, valid, _ in bar:
+            x, y, valid = x.to(device), y.to(device), valid.to(device)
+            with torch.autocast("cuda", enabled=amp):
+                out = model(x)
+            loss = loss_fn(out, y, valid)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            total += float(loss.detach()) * len(x)
+            n += len(x)
+            bar.set_postfix(loss=f"{total / max(n, 1):.4f}")
+        lr = optimizer.param_groups[0]["lr"]
+        scheduler.step()
+        report, _ = score(task, val_set, *predict(model, val_loader, device, task, amp))
+        value = report[primary]
+        history.append({"epoch": epoch + 1, "train_loss": total / max(n, 1), f"val_{primary}": value, "lr": lr})
+        improved = not math.isnan(value) and value > best
+        if improved:
+            best, best_epoch = value, epoch + 1
+            save_checkpoint(out_dir / "best.pt", {"model": model.state_dict(), "model_name": cfg.model, "epoch": epoch})
+        _write_history(out_dir / "history.csv", history)
+        save_checkpoint(ckpt_path, {
+            "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+            "epoch": epoch, "best": best, "best_epoch": best_epoch, "history": history, "rng": _rng_state(),
+            "model_name": cfg.model,
+        })
+        if progress:
+            tqdm.write(f"epoch {epoch + 1}: train loss {total / max(n, 1):.4f}  val {primary} {value:.4f}")
+
+    best_path = out_dir / "best.pt"
+    if best_path.exists():
+        model.load_state_dict(load_checkpoint(best_path, cfg.model)["model"])
+    report, table = score(task, val_set, *predict(model, val_loader, device, task, amp))
+    write_parquet(out_dir / "predictions.parquet", table)
+    result = {"status": "finished", "best_epoch": best_epoch, "metric": primary, "metrics": report,
+              "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    write_json(metrics_path, result)
+    return result
+
+
+def _write_history(path: Path, rows: list[dict]) -> None:
+    with atomic_path(path) as tmp:
+        with open(tmp, "w", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+            w.writeheader()
+            w.writerows(rows)
