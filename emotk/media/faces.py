@@ -1,0 +1,582 @@
+"""Face detectors (a registry) and face cropping for videos and frame sequences.
+
+Detectors
+    ``get_detector(name)`` returns an object with ``detect(rgb) -> float32 [N, 5]`` rows
+    ``(x0, y0, x1, y1, score)`` in pixels. Registered here:
+
+    - ``haar`` (default): OpenCV's Haar frontal-face cascade, shipped inside opencv-python-headless 4.x
+      (BSD-3 / Intel licence, no download, no torch). See docs/faces.md for why it is the default.
+    - ``center``: the central square of the frame, for videos that are already face crops.
+    - ``landmarks``: not an image detector; boxes come from a dataset's facial landmarks (AFEW-VA).
+
+    Add one with ``@register_detector("name", description=..., licence=...)`` on a class or factory.
+
+Cropping policy (:func:`crop_video`)
+    1. The detector runs on *key frames*: 0, every, 2·every, … and the last frame.
+    2. A frame between two key frames that both found the face gets the linear interpolation of
+       the two boxes.
+    3. Otherwise a frame takes the last box found, if that box was found at most ``max_carry`` frames
+       earlier (forward carry only).
+    4. Otherwise the frame is invalid: no crop file is written and it counts in ``no_face_frames``.
+    Each box is made square around its centre, enlarged by ``margin`` of its side on every side,
+    padded with black where it leaves the frame, and resized to ``face_size`` × ``face_size``.
+    Two-person videos: ``side="left"`` / ``"right"`` picks the left-most / right-most face; one
+    person: the face overlapping the previous box most, else the largest.
+
+Output
+    ``<faces_dir>/<sample_id>/NNNNN.jpg`` (0-based frame index, 5 digits) and ``crop.json`` (the
+    options, decoder, counts, no-face frame ranges). A sample's crops are written into a hidden
+    temporary folder which is renamed into place when complete, so a folder that exists is whole;
+    a later run with the same options and source reuses it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Iterator, Mapping
+
+import numpy as np
+
+from emotk import __version__
+from emotk.media.video import MediaError, VideoStream
+
+DEFAULT_DETECTOR = "haar"
+DEFAULT_FACE_SIZE = 112
+DEFAULT_EVERY = 5
+DEFAULT_MAX_CARRY = 10
+DEFAULT_MARGIN = 0.2
+META_NAME = "crop.json"
+
+
+# =================================================================================================
+# Detector registry
+# =================================================================================================
+
+@dataclass(frozen=True)
+class DetectorInfo:
+    name: str
+    factory: Callable[..., object]
+    description: str
+    licence: str
+    requires: str = ""  # pip package(s) it needs beyond emotk's own
+
+
+DETECTORS: dict[str, DetectorInfo] = {}
+
+
+def register_detector(name: str, *, description: str, licence: str, requires: str = ""):
+    """Decorator: register a detector class or factory under ``name`` (``--detector NAME``)."""
+
+    def deco(factory):
+        if name in DETECTORS:
+            raise ValueError(f"face detector {name!r} registered twice")
+        DETECTORS[name] = DetectorInfo(name, factory, description, licence, requires)
+        return factory
+
+    return deco
+
+
+def list_detectors() -> dict[str, DetectorInfo]:
+    return dict(DETECTORS)
+
+
+def get_detector(name: str, **options):
+    """An instance of the detector registered as ``name``."""
+    if name not in DETECTORS:
+        raise MediaError(f"unknown face detector {name!r}; available: {', '.join(sorted(DETECTORS))}.")
+    return DETECTORS[name].factory(**options)
+
+
+@register_detector(
+    "haar",
+    description="OpenCV Haar cascade, frontal faces (haarcascade_frontalface_default.xml); CPU, offline",
+    licence="BSD-3-Clause (OpenCV) / Intel License Agreement (cascade file)",
+    requires="opencv-python-headless>=4.8,<5",
+)
+class HaarDetector:
+    """OpenCV's frontal-face Haar cascade, run on a grey, histogram-equalised, downscaled copy."""
+
+    name = "haar"
+
+    def __init__(self, scale_factor: float = 1.1, min_neighbors: int = 5, max_side: int = 640, min_size: int = 24,
+                 cascade: str = "haarcascade_frontalface_default.xml"):
+        try:
+            import cv2
+        except ImportError:
+            raise MediaError(
+                "the haar face detector needs OpenCV 4: `pip install 'opencv-python-headless>=4.8,<5'` "
+                "(or `pip install emotk[video]`)."
+            ) from None
+        if not hasattr(cv2, "CascadeClassifier") or not hasattr(cv2, "data"):
+            raise MediaError(
+                f"OpenCV {cv2.__version__} has no Haar cascades (OpenCV 5 removed them): "
+                "`pip install 'opencv-python-headless>=4.8,<5'`."
+            )
+        path = Path(cv2.data.haarcascades) / cascade
+        self._cv2 = cv2
+        self._clf = cv2.CascadeClassifier(str(path))
+        if self._clf.empty():
+            raise MediaError(f"cannot load the Haar cascade {path}; reinstall opencv-python-headless<5.")
+        self.scale_factor, self.min_neighbors = scale_factor, min_neighbors
+        self.max_side, self.min_size = max_side, min_size
+
+    def detect(self, image: np.ndarray) -> np.ndarray:
+        cv2 = self._cv2
+        gray = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY) if image.ndim == 3 else image
+        h, w = gray.shape[:2]
+        scale = min(1.0, self.max_side / max(h, w))
+        if scale < 1.0:
+            gray = cv2.resize(gray, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+        gray = cv2.equalizeHist(gray)
+        rects, _, weights = self._clf.detectMultiScale3(
+            gray, scaleFactor=self.scale_factor, minNeighbors=self.min_neighbors,
+            minSize=(self.min_size, self.min_size), outputRejectLevels=True,
+        )
+        if len(rects) == 0:
+            return np.zeros((0, 5), np.float32)
+        rects = np.asarray(rects, np.float32) / scale
+        out = np.zeros((len(rects), 5), np.float32)
+        out[:, 0], out[:, 1] = rects[:, 0], rects[:, 1]
+        out[:, 2], out[:, 3] = rects[:, 0] + rects[:, 2], rects[:, 1] + rects[:, 3]
+        out[:, 4] = np.asarray(weights, np.float32).reshape(-1)
+        return out
+
+
+@register_detector(
+    "center",
+    description="the central square of each frame, no detection (videos that are already face crops)",
+    licence="n/a (no model)",
+)
+class CenterDetector:
+    name = "center"
+    margin = 0.0  # the box already is the crop
+
+    def detect(self, image: np.ndarray) -> np.ndarray:
+        h, w = image.shape[:2]
+        s = min(h, w)
+        x0, y0 = (w - s) / 2, (h - s) / 2
+        return np.array([[x0, y0, x0 + s, y0 + s, 1.0]], np.float32)
+
+
+@register_detector(
+    "landmarks",
+    description="boxes from the dataset's own facial landmarks (AFEW-VA); not usable on raw videos",
+    licence="n/a (no model)",
+)
+class LandmarkBoxes:
+    name = "landmarks"
+
+    def detect(self, image: np.ndarray) -> np.ndarray:
+        raise MediaError(
+            "the 'landmarks' detector takes face boxes from a dataset's landmark annotations (AFEW-VA) and "
+            "cannot run on a video; use --detector haar (or another registered detector)."
+        )
+
+
+def box_from_landmarks(points) -> np.ndarray | None:
+    """The bounding box ``[x0, y0, x1, y1]`` of facial landmarks (e.g. 68 × [x, y]); None if unusable."""
+    try:
+        pts = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+    except (TypeError, ValueError):
+        return None
+    pts = pts[np.isfinite(pts).all(axis=1)]
+    if len(pts) < 3:
+        return None
+    x0, y0 = pts.min(axis=0)
+    x1, y1 = pts.max(axis=0)
+    if x1 - x0 < 2 or y1 - y0 < 2:
+        return None
+    return np.array([x0, y0, x1, y1], np.float64)
+
+
+# =================================================================================================
+# Crops
+# =================================================================================================
+
+def crop_square(image: np.ndarray, box, size: int, margin: float = DEFAULT_MARGIN) -> np.ndarray:
+    """Square crop around ``box`` centre, side = max(w, h)·(1 + 2·margin), black outside, resized."""
+    import cv2
+
+    x0, y0, x1, y1 = (float(v) for v in box[:4])
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    side = max(2, int(round(max(x1 - x0, y1 - y0) * (1 + 2 * margin))))
+    left, top = int(round(cx - side / 2)), int(round(cy - side / 2))
+    h, w = image.shape[:2]
+    canvas = np.zeros((side, side, 3), np.uint8)
+    sx0, sy0, sx1, sy1 = max(left, 0), max(top, 0), min(left + side, w), min(top + side, h)
+    if sx1 > sx0 and sy1 > sy0:
+        canvas[sy0 - top:sy1 - top, sx0 - left:sx1 - left] = image[sy0:sy1, sx0:sx1, :3]
+    interp = cv2.INTER_AREA if side > size else cv2.INTER_LINEAR
+    return cv2.resize(canvas, (size, size), interpolation=interp)
+
+
+def _check_sid(sample_id: str) -> str:
+    if not sample_id or "/" in sample_id or "\\" in sample_id or sample_id.startswith(".") or "\0" in sample_id:
+        raise MediaError(f"sample id {sample_id!r} cannot name a faces folder (empty, has a slash, or starts with '.').")
+    return sample_id
+
+
+class _SampleWriter:
+    """Writes one sample's crops into a hidden temporary folder; ``commit`` renames it into place."""
+
+    def __init__(self, faces_dir: Path, sample_id: str, jpeg_quality: int = 95):
+        import cv2
+
+        self._cv2 = cv2
+        self.final = Path(faces_dir) / _check_sid(sample_id)
+        self.final.parent.mkdir(parents=True, exist_ok=True)
+        for stale in self.final.parent.glob(f".{sample_id}.tmp-*"):  # left by a killed run
+            shutil.rmtree(stale, ignore_errors=True)
+        self.tmp = self.final.parent / f".{sample_id}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self.tmp.mkdir()
+        self.params = [cv2.IMWRITE_JPEG_QUALITY, int(jpeg_quality)]
+        self.n_written = 0
+
+    def write(self, index: int, rgb: np.ndarray) -> None:
+        path = self.tmp / f"{index:05d}.jpg"
+        if not self._cv2.imwrite(str(path), self._cv2.cvtColor(rgb, self._cv2.COLOR_RGB2BGR), self.params):
+            raise OSError(f"cannot write {path} (disk full or not writable?)")
+        self.n_written += 1
+
+    def commit(self, meta: dict) -> None:
+        (self.tmp / META_NAME).write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+        trash = None
+        if self.final.exists():
+            trash = self.final.parent / f".{self.final.name}.old-{uuid.uuid4().hex[:8]}"
+            os.replace(self.final, trash)
+        os.replace(self.tmp, self.final)
+        if trash is not None:
+            shutil.rmtree(trash, ignore_errors=True)
+
+    def abort(self) -> None:
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def _ranges(indices: list[int]) -> list[list[int]]:
+    """[1,2,3,7,8] → [[1,3],[7,8]] (inclusive)."""
+    out: list[list[int]] = []
+    for i in indices:
+        if out and i == out[-1][1] + 1:
+            out[-1][1] = i
+        else:
+            out.append([i, i])
+    return out
+
+
+class _FaceTrack:
+    """One output sample: turns key-frame boxes into a box for every frame and writes the crops."""
+
+    def __init__(self, writer: _SampleWriter, *, side: str | None, max_carry: int, face_size: int, margin: float):
+        self.writer, self.side = writer, side
+        self.max_carry, self.face_size, self.margin = max_carry, face_size, margin
+        self.prev_key: tuple[int, np.ndarray | None] | None = None  # (index, box found there or None)
+        self.last_box: np.ndarray | None = None
+        self.last_found = -(10**9)
+        self.no_face: list[int] = []
+        self.n_frames = 0
+
+    def _carry(self, idx: int) -> np.ndarray | None:
+        return self.last_box if self.last_box is not None and idx - self.last_found <= self.max_carry else None
+
+    def _emit(self, idx: int, frame: np.ndarray | None, box: np.ndarray | None) -> None:
+        self.n_frames = max(self.n_frames, idx + 1)
+        if box is None or frame is None:
+            self.no_face.append(idx)
+        else:
+            self.writer.write(idx, crop_square(frame, box, self.face_size, self.margin))
+
+    def key(self, idx: int, frame: np.ndarray | None, box: np.ndarray | None,
+            pending: list[tuple[int, np.ndarray | None]] = ()) -> None:
+        """A key frame with its box (None: no face), after the non-key frames since the previous key."""
+        prev_idx, prev_box = self.prev_key if self.prev_key else (None, None)
+        for i, f in pending:
+            if prev_box is not None and box is not None:
+                t = (i - prev_idx) / (idx - prev_idx)
+                b = (1 - t) * prev_box + t * box
+            else:
+                b = self._carry(i)
+            self._emit(i, f, b)
+        if box is not None:
+            self.last_box, self.last_found = box, idx
+        self._emit(idx, frame, box if box is not None else self._carry(idx))
+        self.prev_key = (idx, box)
+
+    def finish(self, pending: list[tuple[int, np.ndarray | None]] = ()) -> None:
+        for i, f in pending:
+            self._emit(i, f, self._carry(i))
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return float(inter / union) if union > 0 else 0.0
+
+
+def _plausible(dets: np.ndarray, min_rel: float = 0.4) -> np.ndarray:
+    """Drop detections much smaller than the largest one (background faces, false positives)."""
+    if len(dets) <= 1:
+        return dets
+    sides = np.maximum(dets[:, 2] - dets[:, 0], dets[:, 3] - dets[:, 1])
+    return dets[sides >= min_rel * sides.max()]
+
+
+def select_faces(dets: np.ndarray, tracks: Mapping[str, _FaceTrack], width: float) -> dict[str, np.ndarray | None]:
+    """Pick one detection per track: by side (left-most / right-most) or by continuity / size."""
+    dets = _plausible(np.asarray(dets, np.float64).reshape(-1, 5))
+    out: dict[str, np.ndarray | None] = {sid: None for sid in tracks}
+    if not len(dets):
+        return out
+    cx = (dets[:, 0] + dets[:, 2]) / 2
+    sided = {sid: t for sid, t in tracks.items() if t.side in ("left", "right")}
+    if len(dets) == 1 and len(sided) > 1:
+        # One face for two people: it belongs to the side whose last box is nearest, when both are
+        # known; otherwise to the side of the frame it is on.
+        known = {sid: t.last_box for sid, t in sided.items() if t.last_box is not None}
+        if len(known) == len(sided):
+            owner = min(known, key=lambda s: abs((known[s][0] + known[s][2]) / 2 - cx[0]))
+        else:
+            want = "left" if cx[0] < width / 2 else "right"
+            owner = next((sid for sid, t in sided.items() if t.side == want), None)
+        if owner is not None:
+            out[owner] = dets[0, :4]
+    else:
+        for sid, t in sided.items():
+            out[sid] = dets[int(np.argmin(cx) if t.side == "left" else np.argmax(cx)), :4]
+    for sid, t in tracks.items():
+        if sid in sided:
+            continue
+        if t.last_box is not None:
+            ious = [_iou(d, t.last_box) for d in dets]
+            if max(ious) > 0.05:
+                out[sid] = dets[int(np.argmax(ious)), :4]
+                continue
+        areas = (dets[:, 2] - dets[:, 0]) * (dets[:, 3] - dets[:, 1])
+        out[sid] = dets[int(np.argmax(areas)), :4]
+    return out
+
+
+@dataclass
+class CropResult:
+    """What cropping one sample produced. ``error`` set → the sample has no usable crops."""
+
+    sample_id: str
+    media: str = ""  # "faces/<sample_id>", relative to the dataset's workspace folder
+    n_frames: int = 0  # frames decoded (the frame axis; crops exist only for valid frames)
+    fps: float = 0.0
+    decoder: str = ""
+    n_frames_reported: int = 0
+    no_face_frames: int = 0  # frames without a crop
+    decode_note: str | None = None  # decoding stopped early, or the container over-reported
+    error: str | None = None
+    reused: bool = False
+    no_face_ranges: list = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    @property
+    def has_face(self) -> bool:
+        return self.ok and self.no_face_frames < self.n_frames
+
+
+def _options(detector: str, face_size: int, every: int, max_carry: int, margin: float, side: str | None) -> dict:
+    return {"detector": detector, "face_size": int(face_size), "every": int(every), "max_carry": int(max_carry),
+            "margin": float(margin), "side": side}
+
+
+def _source(path: Path) -> dict:
+    st = path.stat()
+    return {"name": path.name, "size": st.st_size}
+
+
+def _reuse(faces_dir: Path, sid: str, options: dict, source: dict) -> CropResult | None:
+    meta_path = Path(faces_dir) / sid / META_NAME
+    if not meta_path.is_file():
+        return None
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if meta.get("options") != options or meta.get("source") != source:
+        return None
+    r = meta.get("result", {})
+    try:
+        return CropResult(sample_id=sid, media=f"faces/{sid}", n_frames=int(r["n_frames"]), fps=float(r["fps"]),
+                          decoder=r["decoder"], n_frames_reported=int(r["n_frames_reported"]),
+                          no_face_frames=int(r["no_face_frames"]), decode_note=r.get("decode_note"), reused=True,
+                          no_face_ranges=r.get("no_face_ranges", []))
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def _meta(result: CropResult, options: dict, source: dict) -> dict:
+    r = asdict(result)
+    for k in ("reused", "error", "sample_id", "media"):
+        r.pop(k)
+    return {"sample_id": result.sample_id, "options": options, "source": source, "result": r,
+            "emotk_version": __version__, "frame_naming": "NNNNN.jpg, 0-based frame index"}
+
+
+def crop_video(
+    video: str | Path,
+    faces_dir: str | Path,
+    targets: Mapping[str, str | None] | str,
+    *,
+    detector: str | object = DEFAULT_DETECTOR,
+    face_size: int = DEFAULT_FACE_SIZE,
+    every: int = DEFAULT_EVERY,
+    max_carry: int = DEFAULT_MAX_CARRY,
+    margin: float = DEFAULT_MARGIN,
+    decoder: str = "auto",
+    jpeg_quality: int = 95,
+    reuse: bool = True,
+) -> dict[str, CropResult]:
+    """Crop faces from one video into ``<faces_dir>/<sample_id>/NNNNN.jpg`` for each target.
+
+    targets: ``{sample_id: side}`` with side None (the one person), ``"left"`` or ``"right"``
+    (two-person videos: one decode serves both), or a single sample id.
+    Never raises for a bad video: the result's ``error`` says why (MediaError message). Disk errors
+    (OSError) do propagate. See the module docstring for the detection / carry / no-face policy.
+    """
+    video = Path(video)
+    faces_dir = Path(faces_dir)
+    if isinstance(targets, str):
+        targets = {targets: None}
+    for side in targets.values():
+        if side not in (None, "left", "right"):
+            raise ValueError(f"side must be None, 'left' or 'right', not {side!r}")
+    if every < 1 or max_carry < 0 or face_size < 8:
+        raise ValueError("every >= 1, max_carry >= 0 and face_size >= 8 are required")
+    det = get_detector(detector) if isinstance(detector, str) else detector
+    det_name = detector if isinstance(detector, str) else getattr(det, "name", type(det).__name__)
+    margin = float(getattr(det, "margin", margin))
+    try:
+        source = _source(video)
+    except OSError:
+        return {sid: CropResult(sid, error=f"video {video} does not exist") for sid in targets}
+
+    results: dict[str, CropResult] = {}
+    todo: dict[str, str | None] = {}
+    for sid, side in targets.items():
+        _check_sid(sid)
+        opts = _options(det_name, face_size, every, max_carry, margin, side)
+        cached = _reuse(faces_dir, sid, opts, source) if reuse else None
+        if cached is not None:
+            results[sid] = cached
+        else:
+            todo[sid] = side
+    if not todo:
+        return results
+
+    stream = VideoStream(video, decoder=decoder)
+    writers = {sid: _SampleWriter(faces_dir, sid, jpeg_quality) for sid in todo}
+    tracks = {sid: _FaceTrack(writers[sid], side=side, max_carry=max_carry, face_size=face_size, margin=margin)
+              for sid, side in todo.items()}
+    committed = False
+    try:
+        pending: list[tuple[int, np.ndarray]] = []
+
+        def on_key(idx: int, frame: np.ndarray, pend) -> None:
+            boxes = select_faces(det.detect(frame), tracks, frame.shape[1])
+            for sid, track in tracks.items():
+                track.key(idx, frame, boxes[sid], pend)
+
+        try:
+            for idx, frame in stream:
+                if idx % every == 0:
+                    on_key(idx, frame, pending)
+                    pending = []
+                else:
+                    pending.append((idx, frame))
+            if pending:  # the last frame is a key frame too: it bounds the interpolation
+                last_idx, last_frame = pending.pop()
+                on_key(last_idx, last_frame, pending)
+                pending = []
+        except MediaError as exc:
+            for w in writers.values():
+                w.abort()
+            return {**results, **{sid: CropResult(sid, error=str(exc)) for sid in todo}}
+        notes = "; ".join(([stream.error] if stream.error else []) + stream.notes) or None
+        for sid, track in tracks.items():
+            track.finish()
+            res = CropResult(
+                sample_id=sid, media=f"faces/{sid}", n_frames=stream.n_decoded, fps=float(stream.fps),
+                decoder=stream.decoder_used or "", n_frames_reported=int(stream.n_frames_reported),
+                no_face_frames=len(track.no_face), decode_note=notes, no_face_ranges=_ranges(track.no_face),
+            )
+            writers[sid].commit(_meta(res, _options(det_name, face_size, every, max_carry, margin, todo[sid]), source))
+            results[sid] = res
+        committed = True
+    finally:
+        if not committed:
+            for w in writers.values():
+                w.abort()
+    return results
+
+
+def crop_frames(
+    frames: Iterable[tuple[int, np.ndarray | None, np.ndarray | None]],
+    faces_dir: str | Path,
+    sample_id: str,
+    n_frames: int,
+    *,
+    face_size: int = DEFAULT_FACE_SIZE,
+    max_carry: int = DEFAULT_MAX_CARRY,
+    margin: float = DEFAULT_MARGIN,
+    fps: float = 0.0,
+    source: dict | None = None,
+    options: dict | None = None,
+    jpeg_quality: int = 95,
+    reuse: bool = True,
+) -> CropResult:
+    """Crop a frame sequence whose face boxes are known (e.g. from landmarks), every frame a key frame.
+
+    frames: ``(index, rgb or None, box or None)`` in increasing index order; indices below
+    ``n_frames`` that never appear (missing image files) are invalid frames. A frame with no box takes
+    the last box found at most ``max_carry`` frames earlier, else it is invalid (no crop).
+    ``source``/``options`` identify the input for reuse by a later run.
+    """
+    faces_dir = Path(faces_dir)
+    _check_sid(sample_id)
+    opts = {**_options("landmarks", face_size, 1, max_carry, margin, None), **(options or {})}
+    source = source or {}
+    if reuse:
+        cached = _reuse(faces_dir, sample_id, opts, source)
+        if cached is not None:
+            return cached
+    writer = _SampleWriter(faces_dir, sample_id, jpeg_quality)
+    committed = False
+    try:
+        track = _FaceTrack(writer, side=None, max_carry=max_carry, face_size=face_size, margin=margin)
+        expected = 0
+        for idx, image, box in frames:
+            if idx >= n_frames:
+                continue
+            for missing in range(expected, idx):  # no image file for these indices
+                track.key(missing, None, None)
+            track.key(idx, image, None if image is None else box)
+            expected = idx + 1
+        for missing in range(expected, n_frames):
+            track.key(missing, None, None)
+        res = CropResult(sample_id=sample_id, media=f"faces/{sample_id}", n_frames=n_frames, fps=float(fps),
+                         decoder="images", n_frames_reported=n_frames, no_face_frames=len(track.no_face),
+                         no_face_ranges=_ranges(track.no_face))
+        writer.commit(_meta(res, opts, source))
+        committed = True
+        return res
+    finally:
+        if not committed:
+            writer.abort()
+
+
+def crop_files(faces_dir: str | Path, sample_id: str) -> Iterator[Path]:
+    """The crop files of a sample, in frame order."""
+    yield from sorted((Path(faces_dir) / sample_id).glob("[0-9]*.jpg"))
