@@ -19,6 +19,8 @@ from emotk.workspace import Workspace, validate_manifest, write_failures
 # Modules that register datasets; add one line per new dataset module.
 _MODULES = [
     "emotk.datasets.affwild2",
+    "emotk.datasets.emoreact",
+    "emotk.datasets.afewva",
 ]
 
 __all__ = ["DATASETS", "DatasetSpec", "Prepared", "Task", "failure", "register_dataset", "get_dataset", "prepare_dataset"]

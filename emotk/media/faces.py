@@ -5,7 +5,8 @@ Detectors
     ``(x0, y0, x1, y1, score)`` in pixels. Registered here:
 
     - ``haar`` (default): OpenCV's Haar frontal-face cascade, shipped inside opencv-python-headless 4.x
-      (BSD-3 / Intel licence, no download, no torch). See docs/faces.md for why it is the default.
+      (Apache-2.0 library, BSD-style Intel licence on the cascade file; no download, no torch).
+      See docs/faces.md for why it is the default.
     - ``center``: the central square of the frame, for videos that are already face crops.
     - ``landmarks``: not an image detector; boxes come from a dataset's facial landmarks (AFEW-VA).
 
@@ -95,16 +96,20 @@ def get_detector(name: str, **options):
 @register_detector(
     "haar",
     description="OpenCV Haar cascade, frontal faces (haarcascade_frontalface_default.xml); CPU, offline",
-    licence="BSD-3-Clause (OpenCV) / Intel License Agreement (cascade file)",
+    licence="Apache-2.0 (OpenCV >= 4.5); cascade file: Intel License Agreement (3-clause BSD-style)",
     requires="opencv-python-headless>=4.8,<5",
 )
 class HaarDetector:
-    """OpenCV's frontal-face Haar cascade, run on a grey, histogram-equalised, downscaled copy."""
+    """OpenCV's frontal-face Haar cascade, run on a grey copy downscaled to at most ``max_side`` pixels.
+
+    ``equalize=True`` equalises the histogram first (helps on dark footage; off by default because a
+    global equalisation dominated by the background lowers the face's contrast and loses detections).
+    """
 
     name = "haar"
 
     def __init__(self, scale_factor: float = 1.1, min_neighbors: int = 5, max_side: int = 640, min_size: int = 24,
-                 cascade: str = "haarcascade_frontalface_default.xml"):
+                 cascade: str = "haarcascade_frontalface_default.xml", equalize: bool = False):
         try:
             import cv2
         except ImportError:
@@ -123,7 +128,7 @@ class HaarDetector:
         if self._clf.empty():
             raise MediaError(f"cannot load the Haar cascade {path}; reinstall opencv-python-headless<5.")
         self.scale_factor, self.min_neighbors = scale_factor, min_neighbors
-        self.max_side, self.min_size = max_side, min_size
+        self.max_side, self.min_size, self.equalize = max_side, min_size, equalize
 
     def detect(self, image: np.ndarray) -> np.ndarray:
         cv2 = self._cv2
@@ -132,7 +137,8 @@ class HaarDetector:
         scale = min(1.0, self.max_side / max(h, w))
         if scale < 1.0:
             gray = cv2.resize(gray, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
-        gray = cv2.equalizeHist(gray)
+        if self.equalize:
+            gray = cv2.equalizeHist(gray)
         rects, _, weights = self._clf.detectMultiScale3(
             gray, scaleFactor=self.scale_factor, minNeighbors=self.min_neighbors,
             minSize=(self.min_size, self.min_size), outputRejectLevels=True,
@@ -230,8 +236,9 @@ class _SampleWriter:
         self._cv2 = cv2
         self.final = Path(faces_dir) / _check_sid(sample_id)
         self.final.parent.mkdir(parents=True, exist_ok=True)
-        for stale in self.final.parent.glob(f".{sample_id}.tmp-*"):  # left by a killed run
-            shutil.rmtree(stale, ignore_errors=True)
+        for stale in self.final.parent.iterdir():  # left by a killed run (prepare runs one process)
+            if stale.name.startswith((f".{sample_id}.tmp-", f".{sample_id}.old-")):
+                shutil.rmtree(stale, ignore_errors=True)
         self.tmp = self.final.parent / f".{sample_id}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self.tmp.mkdir()
         self.params = [cv2.IMWRITE_JPEG_QUALITY, int(jpeg_quality)]

@@ -23,7 +23,6 @@ does about it:
 
 from __future__ import annotations
 
-import importlib.util
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,7 +56,12 @@ class VideoInfo:
 
 
 def decord_available() -> bool:
-    return importlib.util.find_spec("decord") is not None
+    """Whether decord imports here (it has no wheel for some platforms; PyAV is then used)."""
+    try:
+        import decord  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def available_decoders() -> list[str]:
@@ -72,9 +76,11 @@ def _check_decoder(decoder: str) -> str:
     return decoder
 
 
-def _short(exc: BaseException) -> str:
-    """One line of an exception message (decord's carry C++ stack traces)."""
+def _short(exc: BaseException, path: Path | None = None) -> str:
+    """One line of an exception message (decord's carry C++ stack traces); the file named by its name."""
     text = " ".join(str(exc).split())
+    if path is not None:
+        text = text.replace(str(path), path.name)
     text = re.sub(r"\[\d{2}:\d{2}:\d{2}\] \S+?:\d+: ", "", text)  # decord's "[time] file.cc:123: " prefixes
     for marker in ("Check failed:", "Error:"):
         if marker in text:
@@ -160,13 +166,13 @@ def probe(path: str | Path, decoder: str = "auto") -> VideoInfo:
         try:
             return _probe_decord(path)
         except Exception as exc:  # decord raises DECORDError, RuntimeError, AssertionError
-            errors.append(f"decord: {_short(exc)}")
+            errors.append(f"decord: {_short(exc, path)}")
             if decoder == "decord":
                 raise MediaError(f"cannot open video {path} ({errors[0]}); try --decoder av, or {FIX_HINT}.") from None
     try:
         return _probe_av(path)
     except Exception as exc:
-        errors.append(f"av: {_short(exc)}")
+        errors.append(f"av: {_short(exc, path)}")
     raise MediaError(f"cannot open video {path} ({'; '.join(errors)}); {FIX_HINT}.")
 
 
@@ -215,10 +221,10 @@ class VideoStream:
                 vr = _open_decord(self.path, self.size)
             except Exception as exc:
                 vr = None
-                open_errors.append(f"decord: {_short(exc)}")
+                open_errors.append(f"decord: {_short(exc, self.path)}")
                 if self.decoder == "decord":
                     raise MediaError(
-                        f"cannot open video {self.path} with decord ({_short(exc)}); try --decoder av, or {FIX_HINT}."
+                        f"cannot open video {self.path} with decord ({_short(exc, self.path)}); try --decoder av, or {FIX_HINT}."
                     ) from None
             if vr is not None:
                 self._used.append("decord")
@@ -231,7 +237,7 @@ class VideoStream:
                         except StopIteration:
                             break
                         except Exception as exc:  # DECORDError, DECORDLimitReachedError
-                            decord_stop = _short(exc)
+                            decord_stop = _short(exc, self.path)
                             break
                         if self.n_decoded % self.every == 0:
                             frame = arr.asnumpy()
@@ -260,7 +266,7 @@ class VideoStream:
         try:
             container, stream = _open_av(self.path)
         except Exception as exc:
-            msg = f"av: {_short(exc)}"
+            msg = f"av: {_short(exc, self.path)}"
             if skip == 0:
                 detail = "; ".join(open_errors + ([f"decord: {decord_stop}"] if decord_stop else []) + [msg])
                 raise MediaError(f"cannot decode video {self.path} ({detail}); {FIX_HINT}.") from None
@@ -294,7 +300,7 @@ class VideoStream:
                             yield idx, arr
             except av.error.FFmpegError as exc:
                 where = f"after {max(k, skip)} frames"
-                self.error = f"decoding stopped {where}: {_short(exc)}" + (
+                self.error = f"decoding stopped {where}: {_short(exc, self.path)}" + (
                     f" (decord had stopped at frame {skip}: {decord_stop})" if decord_stop else ""
                 )
         finally:

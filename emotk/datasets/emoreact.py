@@ -1,0 +1,264 @@
+"""EmoReact (Nojavanasghari et al., ICMI 2016): children's reaction videos, 8 binary emotions + valence.
+
+Raw layout (as distributed; names files in the root or in Labels/)::
+
+    EmoReact_V_1.0/
+      Data/{Train,Validation,Test}/<CLIP>.mp4
+      Labels/{train,val|validation,test}_labels.text   8 flags (0/1) + valence (1-7), no header
+      {Train,Val,Test}_names.txt                        'quoted' clip names, '' for an apostrophe
+
+Label lines are aligned with the names file **by order**: line k of ``train_labels.text`` belongs to
+line k of ``Train_names.txt``. A count mismatch is fatal (no way to know which label is whose).
+There is no subject id in the release, so ``subject`` is the sample id and subject-disjoint folds
+are not supported by official metadata: use the official split (``emotk split --official``).
+Faces are detected and cropped by emotk (see docs/faces.md); see docs/datasets/emoreact.md.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+
+from emotk.datasets.base import DatasetSpec, Prepared, Task, failure, register_dataset
+from emotk.errors import DatasetError
+from emotk.media.faces import (
+    DEFAULT_DETECTOR,
+    DEFAULT_EVERY,
+    DEFAULT_FACE_SIZE,
+    DEFAULT_MARGIN,
+    DEFAULT_MAX_CARRY,
+    crop_video,
+    get_detector,
+)
+
+EMOTIONS = ("Curiosity", "Uncertainty", "Excitement", "Happiness", "Surprise", "Disgust", "Fear", "Frustration")
+
+# (split in the manifest, Data/ folder spellings, labels file stems, names file stems) — matched case-insensitively
+SPLITS = (
+    ("train", ("train",), ("train",), ("train",)),
+    ("validation", ("validation", "val"), ("val", "validation"), ("val", "validation")),
+    ("test", ("test",), ("test",), ("test",)),
+)
+
+LAYOUT = """EmoReact_V_1.0/                (--root may point here or at its parent)
+  Data/Train/<CLIP>.mp4  Data/Validation/<CLIP>.mp4  Data/Test/<CLIP>.mp4
+  Labels/train_labels.text  Labels/val_labels.text (or validation_labels.text)  Labels/test_labels.text
+  Train_names.txt  Val_names.txt  Test_names.txt  (in the root or in Labels/; 'quoted', '' = apostrophe)"""
+
+
+def _visible(p: Path) -> bool:
+    return not p.name.startswith(".")  # hidden files and AppleDouble "._x" companions
+
+
+def _child(folder: Path, names: tuple[str, ...], suffixes: tuple[str, ...] = ("",)) -> Path | None:
+    """The entry of ``folder`` whose name (case-insensitive) is one of names+suffix, in that order."""
+    if not folder.is_dir():
+        return None
+    entries = {p.name.lower(): p for p in folder.iterdir() if _visible(p)}
+    for n in names:
+        for s in suffixes:
+            hit = entries.get(f"{n}{s}".lower())
+            if hit is not None:
+                return hit
+    return None
+
+
+def find_base(raw_root: Path) -> Path:
+    """The folder holding Data/ and Labels/: the root itself, or one child of it (EmoReact_V_1.0/)."""
+    if _child(raw_root, ("data",)) and _child(raw_root, ("labels",)):
+        return raw_root
+    for child in sorted(p for p in raw_root.iterdir() if p.is_dir() and _visible(p)):
+        if _child(child, ("data",)) and _child(child, ("labels",)):
+            return child
+    raise DatasetError(
+        f"{raw_root} does not look like EmoReact: no Data/ and Labels/ folders in it or in a sub-folder "
+        f"(e.g. EmoReact_V_1.0/). Point --root at the unpacked release. Expected layout:\n{LAYOUT}"
+    )
+
+
+def parse_names(path: Path) -> list[str]:
+    """Clip names from a ``*_names.txt``: one per line, 'single-quoted' with '' for an apostrophe."""
+    out = []
+    for line in path.read_text(encoding="utf-8-sig", errors="replace").splitlines():
+        name = line.strip().rstrip(",;").strip()
+        if not name:
+            continue
+        if len(name) >= 2 and name[0] == name[-1] and name[0] in "'\"":
+            q = name[0]
+            name = name[1:-1].replace(q + q, q)
+        out.append(name)
+    return out
+
+
+def parse_labels(path: Path) -> list[tuple[int, str]]:
+    """Non-blank lines of a ``*_labels.text`` with their 1-based line numbers."""
+    lines = path.read_text(encoding="utf-8-sig", errors="replace").splitlines()
+    return [(i + 1, ln.strip()) for i, ln in enumerate(lines) if ln.strip()]
+
+
+def parse_label_line(text: str) -> dict:
+    """``0,1,0,0,1,0,0,0,3.6667`` → {Curiosity: 0, …, Frustration: 0, valence: 3.6667}. ValueError if malformed."""
+    parts = [p for p in re.split(r"[,\s]+", text.strip()) if p]
+    if len(parts) not in (8, 9):
+        raise ValueError(f"expected 9 comma-separated values (8 flags + valence), found {len(parts)}")
+    row: dict = {}
+    for name, p in zip(EMOTIONS, parts[:8]):
+        v = float(p)
+        if v not in (0.0, 1.0):
+            raise ValueError(f"{name} flag is {p!r}, expected 0 or 1")
+        row[name] = int(v)
+    val = float(parts[8]) if len(parts) == 9 else math.nan
+    row["valence"] = None if math.isnan(val) else val
+    return row
+
+
+def prepare(
+    raw_root: Path,
+    out_dir: Path,
+    *,
+    detector: str = DEFAULT_DETECTOR,
+    face_size: int = DEFAULT_FACE_SIZE,
+    every: int = DEFAULT_EVERY,
+    max_carry: int = DEFAULT_MAX_CARRY,
+    margin: float = DEFAULT_MARGIN,
+    decoder: str = "auto",
+    faces: str = "detect",
+    progress: bool = True,
+    **other,
+) -> Prepared:
+    """Read EmoReact's official split, crop faces from every clip, return manifest rows.
+
+    Options: ``detector`` (face detector name), ``face_size`` (crop side in pixels), ``every`` (detect
+    on every n-th frame), ``max_carry`` (frames a lost face's box is carried), ``margin``, ``decoder``
+    (auto | decord | av), ``faces`` (only ``detect``: the release has no crops), ``progress``.
+    """
+    if other:
+        raise DatasetError(
+            f"option(s) {', '.join(sorted(other))} do not apply to EmoReact; it takes detector, face_size, every, "
+            "max_carry, margin, decoder, faces (detect)."
+        )
+    if faces not in ("detect", "provided"):
+        raise DatasetError(f"EmoReact ships no face crops: faces={faces!r} is not possible; faces are always detected.")
+    raw_root = Path(raw_root)
+    base = find_base(raw_root)
+    data_dir = _child(base, ("data",))
+    labels_dir = _child(base, ("labels",))
+    rows: list[dict] = []
+    failures: list[dict] = []
+    notes: list[str] = []
+    jobs: list[tuple[str, Path, dict, str]] = []  # (sample_id, video, label row, split)
+    seen: dict[str, str] = {}
+    found_splits = []
+    for split, data_names, label_stems, names_stems in SPLITS:
+        labels_file = _child(labels_dir, tuple(f"{s}_labels" for s in label_stems), (".text", ".txt"))
+        names_file = _child(base, tuple(f"{s}_names" for s in names_stems), (".txt",)) or _child(
+            labels_dir, tuple(f"{s}_names" for s in names_stems), (".txt",)
+        )
+        split_dir = _child(data_dir, data_names)
+        if labels_file is None and names_file is None and split_dir is None:
+            notes.append(f"split {split}: no Data folder, labels or names file; skipped")
+            continue
+        missing = [what for what, f in (("labels file", labels_file), ("names file", names_file)) if f is None]
+        if missing:
+            raise DatasetError(
+                f"EmoReact {split} split under {base}: {' and '.join(missing)} not found "
+                f"(looked for Labels/{label_stems[0]}_labels.text and {names_stems[0].capitalize()}_names.txt in "
+                f"{base.name}/ or Labels/). Restore the file(s) from the release. Expected layout:\n{LAYOUT}"
+            )
+        names = parse_names(names_file)
+        labels = parse_labels(labels_file)
+        if len(names) != len(labels):
+            raise DatasetError(
+                f"EmoReact {split}: {names_file} lists {len(names)} clips but {labels_file} has {len(labels)} label "
+                "lines. They are aligned by order, so emotk cannot tell which label belongs to which clip. "
+                "Use the names and labels files of the same EmoReact release (blank lines are ignored)."
+            )
+        found_splits.append(split)
+        videos = {}
+        if split_dir is not None:
+            videos = {p.name.lower(): p for p in split_dir.iterdir() if p.is_file() and _visible(p)}
+        listed = set()
+        for name, (line_no, line) in zip(names, labels):
+            sid = Path(name).stem
+            where = f"{labels_file.name}:{line_no}"
+            video = videos.get(name.lower()) or videos.get(f"{name}.mp4".lower())
+            if video is not None:
+                listed.add(video.name.lower())
+            split_folder = data_dir / (split_dir.name if split_dir else data_names[0].capitalize())
+            rel = (split_folder / name).relative_to(raw_root).as_posix()
+            if sid in seen:
+                failures.append(failure(sid, "prepare", rel, f"clip name also listed in the {seen[sid]} split",
+                                        "a clip can belong to one split only; remove the duplicate line pair"))
+                continue
+            seen[sid] = split
+            try:
+                label_row = parse_label_line(line)
+            except ValueError as exc:
+                failures.append(failure(sid, "labels", where, f"malformed label line {line!r}: {exc}",
+                                        "fix the line (8 flags 0/1 then valence) or restore the file from the release"))
+                continue
+            if video is None:
+                failures.append(failure(sid, "media", rel,
+                                        f"{name} is listed in {names_file.name} but not in {rel.rsplit('/', 1)[0]}/",
+                                        "restore the video from the release"))
+                continue
+            jobs.append((sid, video, label_row, split))
+        unlisted = sorted(v.name for k, v in videos.items() if k not in listed and v.suffix.lower() in (".mp4", ".avi"))
+        if unlisted:
+            notes.append(f"{split}: {len(unlisted)} video(s) not listed in {names_file.name}, not used: {unlisted[:5]}")
+    if not found_splits:
+        raise DatasetError(f"no EmoReact split (train/validation/test) found under {base}. Expected layout:\n{LAYOUT}")
+
+    faces_dir = Path(out_dir) / "faces"
+    det = get_detector(detector) if jobs else None  # one instance for all clips
+    bar = _progress(jobs, progress, "EmoReact faces")
+    for sid, video, label_row, split in bar:
+        res = crop_video(video, faces_dir, {sid: None}, detector=det, face_size=face_size, every=every,
+                         max_carry=max_carry, margin=margin, decoder=decoder)[sid]
+        rel = video.relative_to(raw_root).as_posix()
+        if not res.ok:
+            failures.append(failure(sid, "faces", rel, res.error, "re-download or re-encode the video (see docs/faces.md)"))
+            continue
+        if not res.has_face:
+            failures.append(failure(
+                sid, "faces", rel, f"no face found in any of {res.n_frames} frames (detector {detector})",
+                "check the clip; try another --detector, or --detector center if the video is already a face crop",
+            ))
+            continue
+        if res.decode_note:
+            notes.append(f"{sid}: {res.decode_note}")
+        rows.append({
+            "sample_id": sid, "subject": sid, "split": split, "kind": "video",
+            "media": res.media, "media_root": "workspace", "media_kind": "frames_dir", "frame_base": 0,
+            "n_frames": res.n_frames, "fps": res.fps,
+            **label_row,
+            "source": rel, "decoder": res.decoder, "no_face_frames": res.no_face_frames,
+            "n_frames_reported": res.n_frames_reported, "decode_note": res.decode_note,
+        })
+    return Prepared(
+        rows=rows, failures=failures,
+        info={"notes": notes, "splits_found": found_splits, "subject_folds": "not supported (no subject ids)",
+              "faces": {"detector": detector, "face_size": face_size, "every": every, "max_carry": max_carry,
+                        "margin": margin}},
+    )
+
+
+def _progress(items, enabled: bool, desc: str):
+    if not enabled:
+        return items
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return items
+    return tqdm(items, desc=desc, unit="clip")
+
+
+SPEC = register_dataset(DatasetSpec(
+    name="emoreact",
+    title="EmoReact",
+    layout=LAYOUT,
+    splits="official train / validation / test (folders + label files); no subject ids, so no subject folds",
+    task=Task(kind="clip_multilabel", targets=EMOTIONS, metric="auc", seq_len=128, head="last", feature_dim_hint=784),
+    prepare=prepare,
+))
