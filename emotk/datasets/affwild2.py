@@ -122,7 +122,12 @@ def prepare(raw_root: Path, out_dir: Path, faces: str = "provided", **video_opti
 
     use_videos = faces == "detect" or not crops_root.is_dir()
     video_media: dict[str, dict] = {}
+    progress = video_options.pop("progress", False)
+    if not use_videos and video_options:
+        raise DatasetError(f"options {sorted(video_options)} apply only when cropping faces from the videos "
+                           "(--faces detect); the provided cropped_aligned/ crops are used as they are.")
     if use_videos:
+        video_options["progress"] = progress
         from emotk.datasets.affwild2_videos import crop_tracks  # needs the video extras
 
         video_media = crop_tracks(raw_root, out_dir, sorted(tracks), **video_options)
@@ -143,7 +148,8 @@ def prepare(raw_root: Path, out_dir: Path, faces: str = "provided", **video_opti
                 continue
             frames = _frames_in(out_dir / media["media"], base=0)
             row_media = dict(media=media["media"], media_root="workspace", frame_base=0,
-                             fps=media.get("fps"), decoder=media.get("decoder"), no_face_frames=media.get("no_face_frames"))
+                             **{k: media.get(k) for k in ("fps", "decoder", "no_face_frames", "n_frames_reported",
+                                                          "decode_note", "source")})
         else:
             crop_dir = crops_root / track
             if not crop_dir.is_dir():
