@@ -43,13 +43,15 @@ def write_parquet(path: str | os.PathLike, frame) -> None:
         frame.write_parquet(tmp)
 
 
-def remove_stale_temporaries(folder: str | os.PathLike) -> int:
-    """Delete ``.name.*.tmp*`` files left by a killed process; returns how many were removed."""
+def remove_stale_temporaries(folder: str | os.PathLike, prefix: str = ".") -> int:
+    """Delete ``.name.*.tmp*`` files left by a killed process (only those starting with ``prefix``); returns how many."""
     folder = Path(folder)
     if not folder.is_dir():
         return 0
     n = 0
     for p in folder.glob(".*.tmp*"):
+        if not p.name.startswith(prefix):
+            continue
         p.unlink(missing_ok=True)
         n += 1
     return n

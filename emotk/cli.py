@@ -61,9 +61,15 @@ def prepare(
     dataset: str = typer.Argument(..., help="Dataset name (see `emotk datasets`)."),
     root: Path = typer.Option(..., "--root", "-r", help="Raw dataset folder, as distributed."),
     faces: str = typer.Option("provided", help="Face crops: 'provided' (the release's crops) or 'detect' (crop from videos)."),
-    detector: Optional[str] = typer.Option(None, help="Face detector for --faces detect (see docs/faces.md)."),
-    face_size: Optional[int] = typer.Option(None, help="Side of the square face crops, pixels."),
+    detector: Optional[str] = typer.Option(None, help="Face detector for videos: haar (default), center (see docs/faces.md)."),
+    face_size: Optional[int] = typer.Option(None, help="Side of the square face crops, pixels [default: 112]."),
+    every: Optional[int] = typer.Option(None, help="Run the face detector on every n-th frame, track in between [default: 5]."),
+    max_carry: Optional[int] = typer.Option(None, help="Frames a lost face's last box is carried before frames count as no-face."),
+    decoder: Optional[str] = typer.Option(None, help="Video decoder: auto (decord, PyAV fallback), decord or av."),
+    mood_rule: Optional[str] = typer.Option(None, help="AFEW-VA mood from valence: mean (default) or majority."),
+    mood_neutral_band: Optional[float] = typer.Option(None, help="AFEW-VA: |valence| within this band is neutral mood."),
     workspace: Optional[Path] = WorkspaceOpt,
+    quiet: bool = QuietOpt,
 ):
     """Read a raw dataset, crop faces where needed, write the manifest.
 
@@ -72,8 +78,11 @@ def prepare(
     from emotk.datasets import prepare_dataset
 
     ws = _ws(workspace)
-    options = {k: v for k, v in {"faces": faces if faces != "provided" else None, "detector": detector,
-                                 "face_size": face_size}.items() if v is not None}
+    given = {"faces": faces if faces != "provided" else None, "detector": detector, "face_size": face_size,
+             "every": every, "max_carry": max_carry, "decoder": decoder, "mood_rule": mood_rule,
+             "mood_neutral_band": mood_neutral_band}
+    options = {k: v for k, v in given.items() if v is not None}
+    options["progress"] = not quiet
     manifest, failures = prepare_dataset(ws, dataset, root, **options)
     typer.echo(f"prepared {dataset}: {manifest.height} samples, {manifest['subject'].n_unique()} subjects → {ws.manifest_path(dataset)}")
     if failures:
@@ -90,22 +99,31 @@ def extract(
     num_workers: int = typer.Option(2, help="DataLoader processes decoding images."),
     device: Optional[str] = typer.Option(None, help="cpu, cuda, cuda:1 … [default: cuda when present]."),
     every: int = typer.Option(1, help="Encode every n-th frame only (the others are masked)."),
+    flush_frames: int = typer.Option(4096, help="Frames buffered before a part file is written (a kill loses at most these)."),
+    nproc: int = typer.Option(1, help="Processes on this machine (launches torchrun; one GPU each when present)."),
     dataset: Optional[str] = DatasetOpt,
     workspace: Optional[Path] = WorkspaceOpt,
     quiet: bool = QuietOpt,
 ):
-    """Cache frame features of every sample to features/<name>.h5 (resumable).
+    """Cache frame features of every sample to features/<name>.h5 (resumable, crash-safe).
+
+    Under torchrun (or with --nproc N) the samples are shared out across processes, each writing
+    its own part files; rank 0 merges them.
 
     Example: emotk extract --encoder regnet_y_400mf --weights imagenet
     """
     from emotk.features.extract import extract_frames
+    from emotk.train import distributed
 
     ws = _ws(workspace)
     ds = ws.resolve_dataset(dataset)
+    if nproc > 1 and not distributed.env_info().distributed:
+        raise typer.Exit(distributed.launch(nproc, distributed.strip_option(sys.argv[1:], "--nproc")))
     summary = extract_frames(ws, ds, encoder=encoder, weights=weights, name=name, image_size=image_size,
                              batch_size=batch_size, num_workers=num_workers, device=device, every=every,
-                             progress=not quiet)
-    typer.echo("\n".join(summary.lines()))
+                             progress=not quiet, flush_frames=flush_frames)
+    if distributed.is_main():
+        typer.echo("\n".join(summary.lines()))
 
 
 @app.command()
@@ -160,7 +178,10 @@ def train(
     weight_decay: float = typer.Option(0.0, help="Adam weight decay."),
     seq_len: Optional[int] = typer.Option(None, help="Frames per window [default: the dataset's, e.g. 256 for AffWild2]."),
     device: Optional[str] = typer.Option(None, help="cpu, cuda, cuda:1 … [default: cuda when present]."),
-    resume: bool = typer.Option(False, "--resume", help="Continue unfinished runs from their last checkpoint."),
+    resume: bool = typer.Option(True, "--resume/--no-resume",
+                                help="Continue unfinished runs from their last checkpoint (default); --no-resume refuses them."),
+    nproc: int = typer.Option(1, help="Data-parallel processes on this machine (launches torchrun; --batch-size stays the global batch)."),
+    gpus: Optional[str] = typer.Option(None, help="Spread the fold × seed runs over these GPUs, one run each at a time, e.g. 0,1,2,3 ('cpu' slots run on the CPU)."),
     allow_leak: bool = typer.Option(False, "--allow-leak", help="Train even if the split puts a subject in two parts."),
     option: list[str] = typer.Option([], "--option", "-o", help="Model option KEY=VALUE (JSON value), e.g. -o na_mode=\"lagged\"."),
     runs: Optional[Path] = typer.Option(None, help="Runs folder [default: <workspace>/runs]."),
@@ -170,9 +191,15 @@ def train(
 ):
     """Train a model on cached features, every fold × seed; writes one run directory each.
 
+    Finished runs are skipped and unfinished ones continue from their last checkpoint, so the same
+    command run again after a crash does only what is left. --gpus runs independent runs in
+    parallel, one per GPU; --nproc (or torchrun) trains each run data-parallel.
+
     Example: emotk train gru --split subject-k5-train --fold all --seeds 1,2,3
     """
-    from emotk.train.loop import TrainConfig, train_run
+    from emotk.train import distributed
+    from emotk.train.loop import TrainConfig
+    from emotk.train.schedule import parse_slots, run_all
 
     ws = _ws(workspace)
     ds = ws.resolve_dataset(dataset)
@@ -190,15 +217,22 @@ def train(
     table = read_split(ws, ds, split_name)
     folds = [None] if "fold" not in table.columns else (
         sorted(table["fold"].unique().to_list()) if fold == "all" else _parse_ints(fold))
-    for s in _parse_ints(seeds):
-        for k in folds:
-            cfg = TrainConfig(model=model, dataset=ds, features=feats, split=split_name, fold=k, size=size, seed=s,
-                              epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, seq_len=seq_len,
-                              device=device, allow_leak=allow_leak, model_options=options,
-                              runs_dir=str(runs) if runs else None)
-            result = train_run(ws, cfg, resume=resume, progress=not quiet)
-            part = "official" if k is None else f"fold {k}"
-            typer.echo(f"{model} {part} seed {s}: {result['metric']} = {result['metrics'][result['metric']]:.4f}")
+    configs = [TrainConfig(model=model, dataset=ds, features=feats, split=split_name, fold=k, size=size, seed=s,
+                           epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, seq_len=seq_len,
+                           device=device, allow_leak=allow_leak, model_options=options,
+                           runs_dir=str(runs) if runs else None)
+               for s in _parse_ints(seeds) for k in folds]
+    slots = parse_slots(gpus)
+    if slots and (nproc > 1 or distributed.env_info().distributed):
+        raise EmotkError("--gpus runs independent runs side by side; it cannot be combined with --nproc or torchrun.")
+    if nproc > 1 and not distributed.env_info().distributed:
+        from emotk.train.loop import select_parts
+
+        for cfg in configs:  # user errors surface here, once, before any process starts
+            select_parts(ws, cfg)
+        raise typer.Exit(distributed.launch(nproc, distributed.strip_option(sys.argv[1:], "--nproc")))
+    echo = typer.echo if distributed.is_main() else (lambda line: None)
+    run_all(ws, configs, resume=resume, progress=not quiet, slots=slots, echo=echo)
 
 
 def _only(folder: Path, pattern: str, what: str, command: str, option: str) -> str:

@@ -113,10 +113,22 @@ def prepare(raw_root: Path, out_dir: Path, faces: str = "provided", **video_opti
     ann_root = find_annotation_root(raw_root)
     crops_root = raw_root / "cropped_aligned"
     tracks: dict[str, tuple[str, Path]] = {}
+    rejected: list[dict] = []
     for folder, split in SPLIT_FOLDERS.items():
         for txt in sorted((ann_root / folder).glob("*.txt")):
-            if not txt.name.startswith("."):
-                tracks[txt.stem] = (split, txt)
+            if txt.name.startswith("."):
+                continue
+            if not _utf8(txt.stem):
+                shown = _printable(txt)
+                rejected.append(failure(_printable(txt.stem), "prepare", shown, "file name is not valid UTF-8",
+                                        "rename the annotation file and its crop folder to a UTF-8 name"))
+                continue
+            if txt.stem in tracks:
+                other = tracks.pop(txt.stem)[1]
+                rejected.append(failure(txt.stem, "prepare", txt, f"track is annotated twice ({other} and {txt})",
+                                        "keep the track in one split folder only; the track is skipped"))
+                continue
+            tracks[txt.stem] = (split, txt)
     if not tracks:
         raise DatasetError(f"{ann_root} has no Train_Set/*.txt or Validation_Set/*.txt annotation files.")
 
@@ -132,7 +144,7 @@ def prepare(raw_root: Path, out_dir: Path, faces: str = "provided", **video_opti
 
         video_media = crop_tracks(raw_root, out_dir, sorted(tracks), **video_options)
 
-    rows, labels, failures = [], {}, []
+    rows, labels, failures = [], {}, rejected
     n_bad_total = 0
     for track, (split, txt) in sorted(tracks.items()):
         try:
@@ -186,6 +198,18 @@ def prepare(raw_root: Path, out_dir: Path, faces: str = "provided", **video_opti
     return Prepared(rows=rows, frame_labels=labels, label_names=("valence", "arousal"), failures=failures,
                     info={"annotation_root": str(ann_root), "faces": "detect" if use_videos else "provided",
                           "out_of_range_labels": n_bad_total})
+
+
+def _utf8(name: str) -> bool:
+    try:
+        name.encode("utf-8")
+        return True
+    except UnicodeEncodeError:  # undecodable bytes in a file name (surrogate escapes)
+        return False
+
+
+def _printable(value) -> str:
+    return str(value).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def _frames_in(folder: Path, base: int) -> np.ndarray:

@@ -1,8 +1,19 @@
 """Frame-feature extraction: face crops of every sample → encoder → the feature store.
 
-Images are decoded and resized in DataLoader worker processes; batches span samples so the
-encoder always sees full batches; a sample is handed to the writer only when all its frames are
-encoded, so it is written whole or not at all. A re-run skips the samples already stored.
+Images are decoded and resized in DataLoader worker processes. Each encoder batch holds frames of
+one sample only, cut from the sample's first frame: the batches a frame is encoded in never depend
+on which other samples are still to do, so an interrupted and re-run extraction, or one spread over
+several processes, gives bit-identical features (CPU kernels round differently for different batch
+compositions). A sample is handed to the writer only when all its frames are encoded, so it is
+written whole or not at all. A re-run skips the samples already stored.
+
+Under torchrun (``torchrun --nproc_per_node N -m emotk extract …`` or ``emotk extract --nproc N``)
+rank r takes samples r, r+N, …, writes its own part files, and after a barrier rank 0 merges all
+parts into ``<name>.h5`` and writes failures.csv.
+
+A frame image that cannot be decoded (truncated or corrupt jpg) is masked like a missing crop and
+listed in failures.csv (stage ``extract-frame``); a sample none of whose frames decode is skipped
+and listed.
 """
 
 from __future__ import annotations
@@ -18,7 +29,8 @@ from tqdm import tqdm
 
 from emotk.datasets.base import failure
 from emotk.features.encoders import IMAGENET_MEAN, IMAGENET_STD, load_encoder
-from emotk.features.store import FeatureWriter
+from emotk.features.store import FeatureWriter, merge_parts
+from emotk.train import distributed as ddp
 from emotk.workspace import Workspace, write_failures
 
 
@@ -31,13 +43,15 @@ class ExtractSummary:
     failed: int = 0
     frames: int = 0
     frames_missing: int = 0
+    bad_frames: int = 0
     failures: list[dict] = field(default_factory=list)
 
     def lines(self) -> list[str]:
         return [
             f"features: {self.path}",
             f"samples: {self.done} extracted, {self.skipped_existing} already there, {self.failed} skipped (see failures.csv)",
-            f"frames: {self.frames} encoded, {self.frames_missing} without a face crop (masked)",
+            f"frames: {self.frames} encoded, {self.frames_missing} without a face crop (masked)"
+            + (f", {self.bad_frames} unreadable images masked (see failures.csv)" if self.bad_frames else ""),
         ]
 
 
@@ -79,6 +93,15 @@ class FrameImages(Dataset):
         return s, f, x, ok
 
 
+def sample_batches(frame_counts: list[int], batch_size: int) -> list[list[int]]:
+    """Batches of item indices, each within one sample, cut from the sample's first frame."""
+    out, offset = [], 0
+    for n in frame_counts:
+        out += [list(range(offset + i, offset + min(i + batch_size, n))) for i in range(0, n, batch_size)]
+        offset += n
+    return out
+
+
 def extract_frames(
     ws: Workspace,
     dataset: str,
@@ -91,19 +114,26 @@ def extract_frames(
     device: str | None = None,
     dtype: str = "float16",
     every: int = 1,
-    rank: int = 0,
-    world_size: int = 1,
+    rank: int | None = None,
+    world_size: int | None = None,
     progress: bool = True,
+    flush_frames: int = 4096,
 ) -> ExtractSummary:
-    """Encode every sample's frames (``every``-th frame only when > 1); see the module docstring."""
+    """Encode every sample's frames (``every``-th frame only when > 1); see the module docstring.
+
+    ``rank``/``world_size`` default to torchrun's (one process when not under torchrun). Returns this
+    rank's summary; under torchrun rank 0's summary counts every rank.
+    """
+    info = ddp.init(device) if rank is None and world_size is None else ddp.DistInfo(rank or 0, world_size or 1)
+    rank, world_size = info.rank, info.world_size
     manifest = ws.read_manifest(dataset)
     name = name or encoder
     path = ws.feature_path(dataset, name)
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = str(ddp.device_for(info, device))
     enc = load_encoder(encoder, weights, image_size)
     provenance = {"extractor": "frames", "encoder": encoder, "weights": enc.weights, "image_size": image_size,
                   "dim": enc.dim, "dtype": dtype, "every": every, "dataset": dataset}
-    writer = FeatureWriter(path, provenance, rank=rank)
+    writer = FeatureWriter(path, provenance, rank=rank, flush_frames=flush_frames, world_size=world_size)
     summary = ExtractSummary(name=name, path=path)
     done = writer.done_ids()
 
@@ -133,11 +163,11 @@ def extract_frames(
     module = enc.module.to(device)
     if device.startswith("cuda"):
         module = module.to(memory_format=torch.channels_last)
-    loader = DataLoader(FrameImages(items, image_size), batch_size=batch_size, num_workers=num_workers,
-                        shuffle=False, pin_memory=device.startswith("cuda"),
+    loader = DataLoader(FrameImages(items, image_size), batch_sampler=sample_batches(remaining, batch_size),
+                        num_workers=num_workers, pin_memory=device.startswith("cuda"),
                         persistent_workers=False, prefetch_factor=4 if num_workers else None)
     np_dtype = np.float16 if dtype == "float16" else np.float32
-    bar = tqdm(total=len(items), unit="frame", desc=f"extract {name}", disable=not progress)
+    bar = tqdm(total=len(items), unit="frame", desc=f"extract {name}", disable=not (progress and info.is_main))
     with torch.inference_mode():
         for s_idx, f_idx, x, ok in loader:
             x = x.to(device, non_blocking=True)
@@ -156,18 +186,41 @@ def extract_frames(
                 if good:
                     feats[s][f] = vec
                     masks[s][f] = True
+                else:
+                    summary.failures.append(failure(
+                        row["sample_id"], "extract-frame", dict(frame_lists[s])[f],
+                        "image cannot be decoded (truncated or corrupt); the frame is masked like a missing crop",
+                        "restore this crop and run extract on a new --name to include it, or leave it masked"))
                 remaining[s] -= 1
                 if remaining[s] == 0:
                     _finish_sample(writer, summary, row, feats.pop(s), masks.pop(s), np_dtype)
             bar.update(len(f_idx))
     bar.close()
     writer.flush()
-    if rank == 0 and world_size == 1:
-        writer.finalize()
-    if summary.failures:
-        write_failures(ws.failures_path(dataset), summary.failures, append=True)
-    summary.failed = len(summary.failures)
+    if info.distributed:  # totals and failures to rank 0, which merges once every rank is done
+        everyone = ddp.gather_objects(summary)
+        if info.is_main:
+            summary = _combine(everyone)
+        ddp.barrier()
+    if info.is_main:
+        merge_parts(path)
+        if summary.failures:
+            write_failures(ws.failures_path(dataset), summary.failures, append=True)
+    summary.failed = len({f["sample_id"] for f in summary.failures if f["stage"] == "extract"})
+    summary.bad_frames = sum(1 for f in summary.failures if f["stage"] == "extract-frame")
+    ddp.barrier()
     return summary
+
+
+def _combine(summaries: list[ExtractSummary]) -> ExtractSummary:
+    out = ExtractSummary(name=summaries[0].name, path=summaries[0].path)
+    for s in summaries:
+        out.done += s.done
+        out.skipped_existing += s.skipped_existing
+        out.frames += s.frames
+        out.frames_missing += s.frames_missing
+        out.failures += s.failures
+    return out
 
 
 def _finish_sample(writer: FeatureWriter, summary: ExtractSummary, row: dict, feats: np.ndarray, mask: np.ndarray, np_dtype) -> None:

@@ -130,7 +130,8 @@ class FeatureWriter:
     several processes write (torchrun).
     """
 
-    def __init__(self, path: str | os.PathLike, provenance: dict, rank: int = 0, flush_frames: int = 4096):
+    def __init__(self, path: str | os.PathLike, provenance: dict, rank: int = 0, flush_frames: int = 4096,
+                 world_size: int = 1):
         self.path = Path(path)
         self.provenance = {**provenance, "emotk_version": __version__}
         self.rank = rank
@@ -139,7 +140,12 @@ class FeatureWriter:
         self._frames = 0
         self.path.parent.mkdir(parents=True, exist_ok=True)
         parts_dir(self.path).mkdir(exist_ok=True)
-        remove_stale_temporaries(parts_dir(self.path))
+        # temporaries of a killed run: each rank removes its own (another rank may be writing now);
+        # in one process, every rank's and a half-merged <name>.h5 too
+        prefix = ".part-" if world_size == 1 else f".part-r{rank}-"
+        remove_stale_temporaries(parts_dir(self.path), prefix)
+        if world_size == 1:
+            remove_stale_temporaries(self.path.parent, f".{self.path.name}.")
         have = existing_attrs(self.path)
         if have is not None:
             check_provenance(self.path, have, self.provenance)
@@ -187,9 +193,13 @@ def write_samples(path: Path, attrs: dict, samples: Iterable[tuple[str, np.ndarr
 
 
 def merge_parts(path: Path) -> None:
+    """Merge ``<name>.parts/`` into ``<name>.h5`` atomically. Call only when no writer is running."""
     pdir = parts_dir(path)
+    remove_stale_temporaries(path.parent, f".{path.name}.")  # a merge killed half-way
     parts = sorted(pdir.glob("part-*.h5"))
     if not parts:
+        if pdir.is_dir():
+            shutil.rmtree(pdir, ignore_errors=True)
         return
     with FeatureStore(path) as store:
         attrs = dict(store.attrs)

@@ -11,6 +11,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from emotk.errors import ModelError
+
 HEADS = ("frame_tanh", "frame_linear", "last", "none")
 
 
@@ -18,7 +20,7 @@ class TemporalHead(nn.Module):
     def __init__(self, in_ch: int, out_dim: int, kind: str = "frame_tanh", dropout: float = 0.5, pre_relu: bool = True):
         super().__init__()
         if kind not in HEADS:
-            raise ValueError(f"unknown head {kind!r}; choose one of {HEADS}")
+            raise ModelError(f"unknown head {kind!r}; choose one of {HEADS}")
         self.kind = kind
         if kind == "none":
             self.net = nn.Identity()

@@ -3,11 +3,22 @@
 ``train_run(ws, TrainConfig(...))`` trains one (model, split part, seed) and writes, atomically::
 
     config.json          every option, input file fingerprints, versions, the protocol
-    checkpoint.pt        last epoch: model, optimizer, scheduler, RNG states (for --resume)
+    checkpoint.pt        last epoch: model, optimizer, scheduler, RNG states of every rank (for resuming)
     best.pt              the epoch with the best validation score
     history.csv          one row per epoch
     metrics.json         held-out metrics of best.pt, {"status": "finished", ...}
     predictions.parquet  per frame (frame tasks) or per clip
+
+Resuming: a run directory holding ``checkpoint.pt`` but no finished ``metrics.json`` is continued
+from its last epoch automatically (``resume=True``, the default; ``emotk train --no-resume`` refuses
+instead), provided its saved configuration matches the request (options that change results, and
+the fingerprints of the input files); otherwise :class:`RunError` says what differs. Data order
+depends on (seed, epoch) only, and the checkpoint restores model, optimizer, scheduler, GradScaler
+and the Python/NumPy/torch (CPU and CUDA) RNG states of every rank, so on CPU a resumed run ends
+with exactly the metrics of an uninterrupted one.
+
+Under torchrun the run is data-parallel (see :mod:`emotk.train.distributed`): ``batch_size`` is the
+global batch, rank 0 writes every file.
 """
 
 from __future__ import annotations
@@ -26,16 +37,17 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
 from emotk import __version__, metrics
 from emotk.atomic import atomic_path, write_json, write_parquet
 from emotk.datasets import get_dataset
 from emotk.datasets.base import Task
-from emotk.errors import RunError, SplitError
+from emotk.errors import EmotkError, RunError, SplitError
 from emotk.models import build, find_preset
 from emotk.splits import check, read_split
+from emotk.train import distributed as ddp
 from emotk.train.data import WINDOW_BUILDERS, WindowDataset, collate, load_samples
 from emotk.train.losses import LOSSES
 from emotk.workspace import Workspace
@@ -121,8 +133,11 @@ def select_parts(ws: Workspace, cfg: TrainConfig) -> tuple[list[str], list[str],
 
 def _rng_state() -> dict:
     np_state = np.random.get_state()
-    return {"python": random.getstate(), "torch": torch.get_rng_state(),
-            "numpy": (np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:])}
+    state = {"python": random.getstate(), "torch": torch.get_rng_state(),
+             "numpy": (np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:])}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
 
 
 def _set_rng_state(state: dict) -> None:
@@ -130,6 +145,8 @@ def _set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
     kind, keys, *rest = state["numpy"]
     np.random.set_state((kind, keys.numpy().astype(np.uint32), *rest))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])
 
 
 def save_checkpoint(path: Path, payload: dict) -> None:
@@ -161,6 +178,25 @@ def predict(model, loader, device, task: Task, amp: bool) -> tuple[list, list, l
             outs.append(out.float().cpu())
             ys.append(y)
             valids.append(valid)
+    return outs, ys, valids
+
+
+def predict_sharded(model, dataset, batch_size: int, device, task: Task, amp: bool, info: ddp.DistInfo,
+                    num_workers: int = 0) -> tuple[list, list, list]:
+    """:func:`predict` over ``dataset`` split contiguously across ranks, gathered in order on every rank."""
+    if not info.distributed:
+        loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate, num_workers=num_workers)
+        return predict(model, loader, device, task, amp)
+    sizes = ddp.shard_sizes(len(dataset), info.world_size)
+    start = sum(sizes[:info.rank])
+    part = Subset(dataset, range(start, start + sizes[info.rank]))
+    loader = DataLoader(part, batch_size=batch_size, shuffle=False, collate_fn=collate, num_workers=num_workers)
+    mine = predict(model, loader, device, task, amp) if len(part) else ([], [], [])
+    outs, ys, valids = [], [], []
+    for o, y, v in ddp.gather_objects(mine):
+        outs += o
+        ys += y
+        valids += v
     return outs, ys, valids
 
 
@@ -210,20 +246,77 @@ def build_model(cfg: TrainConfig, task: Task, in_dim: int):
     return build(cfg.model, cfg.size, cfg.dataset, in_dim=in_dim, out_dim=_out_dim(task), head=task.head, **cfg.model_options)
 
 
-def train_run(ws: Workspace, cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict:
-    """Train one run; returns the contents of metrics.json. Finished runs are returned untouched."""
-    out_dir = run_dir(ws, cfg)
+#: Options whose change makes a saved checkpoint a different experiment (checked before resuming).
+RESUME_KEYS = ("model", "dataset", "features", "split", "fold", "size", "seed", "epochs", "batch_size", "lr",
+               "weight_decay", "seq_len", "model_options")
+
+
+def _resume_conflicts(saved: dict, config: dict) -> list[str]:
+    diffs = [f"{k}: run has {saved.get(k)!r}, asked {config.get(k)!r}" for k in RESUME_KEYS
+             if json.dumps(saved.get(k), sort_keys=True) != json.dumps(config.get(k), sort_keys=True)]
+    for k, v in config["inputs"].items():
+        if saved.get("inputs", {}).get(k) != v:
+            diffs.append(f"input file {k} changed since the run started")
+    return diffs
+
+
+def _decide(out_dir: Path, cfg: TrainConfig, config: dict, resume: bool) -> tuple[str, dict | None]:
+    """('finished', metrics) | ('resume', None) | ('fresh', None); raises RunError when a run cannot continue."""
     metrics_path = out_dir / "metrics.json"
     if metrics_path.exists():
-        done = json.loads(metrics_path.read_text())
+        try:
+            done = json.loads(metrics_path.read_text())
+        except ValueError:
+            done = {}
         if done.get("status") == "finished":
-            return done
+            return "finished", done
     ckpt_path = out_dir / "checkpoint.pt"
-    if ckpt_path.exists() and not resume:
-        raise RunError(f"{out_dir} holds an unfinished run. Pass --resume to continue it, or delete the folder to start over.")
+    if not ckpt_path.exists():
+        return "fresh", None
+    if not resume:
+        raise RunError(f"{out_dir} holds an unfinished run. Drop --no-resume to continue it, or delete the folder to start over.")
+    load_checkpoint(ckpt_path, cfg.model)  # a checkpoint of another model or an unreadable one: RunError now
+    saved_path = out_dir / "config.json"
+    if saved_path.exists():
+        try:
+            saved = json.loads(saved_path.read_text())
+        except ValueError:
+            raise RunError(f"{saved_path} is not valid JSON; delete the run folder {out_dir} to start over.") from None
+        diffs = _resume_conflicts(saved, config)
+        if diffs:
+            raise RunError(f"{out_dir} holds an unfinished run with other settings ({'; '.join(diffs)}). "
+                           "Run with its settings to continue it, pass --runs DIR to train elsewhere, "
+                           "or delete the folder to start over.")
+    return "resume", None
 
+
+def train_run(ws: Workspace, cfg: TrainConfig, resume: bool = True, progress: bool = True) -> dict:
+    """Train one run; returns the contents of metrics.json. Finished runs are returned untouched.
+
+    An unfinished run (checkpoint.pt present) is continued when ``resume`` (the default) and its saved
+    settings match; with ``resume=False`` it is an error. Under torchrun every rank calls this.
+    """
+    info = ddp.init(cfg.device)
+    out_dir = run_dir(ws, cfg)
+    ckpt_path = out_dir / "checkpoint.pt"
+    metrics_path = out_dir / "metrics.json"
     task = get_dataset(cfg.dataset).task
     seq_len = cfg.seq_len or task.seq_len
+    inputs = {
+        "manifest": fingerprint(ws.manifest_path(cfg.dataset)),
+        "labels": fingerprint(ws.labels_path(cfg.dataset)),
+        "features": _store_fingerprint(ws.feature_path(cfg.dataset, cfg.features)),
+        "split": fingerprint(ws.split_path(cfg.dataset, cfg.split)),
+    }
+    request = {**asdict(cfg), "seq_len": seq_len, "inputs": inputs}
+    # rank 0 decides (finished / resume / fresh) and every rank follows; an error is raised on every rank
+    decision = ddp.broadcast_object(_safe(lambda: _decide(out_dir, cfg, request, resume)) if info.is_main else None)
+    if isinstance(decision, EmotkError):
+        raise decision
+    mode, done = decision
+    if mode == "finished":
+        return done
+
     train_ids, val_ids, protocol = select_parts(ws, cfg)
     seed_everything(cfg.seed)
     build_windows = WINDOW_BUILDERS[task.kind]
@@ -232,9 +325,17 @@ def train_run(ws: Workspace, cfg: TrainConfig, resume: bool = False, progress: b
     train_set = WindowDataset(train_samples, build_windows(train_samples, seq_len), task)
     val_set = WindowDataset(val_samples, build_windows(val_samples, seq_len), task)
 
-    device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = ddp.device_for(info, cfg.device)
     amp = cfg.amp and device.type == "cuda"
-    model = build_model(cfg, task, train_samples.dim).to(device)
+    model = build_model(cfg, task, train_samples.dim)  # same seed on every rank: same initial weights
+    if info.distributed and device.type == "cuda":
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    model = model.to(device)
+    net = model
+    if info.distributed:
+        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    if info.rank > 0:  # dropout masks differ across ranks (rank 0 keeps the single-process stream)
+        torch.manual_seed(cfg.seed + 1_000_003 * info.rank)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(cfg.epochs, 1))
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
@@ -248,75 +349,113 @@ def train_run(ws: Workspace, cfg: TrainConfig, resume: bool = False, progress: b
         "preset": None if preset is None else {"size": preset.size, "dataset": preset.dataset, "config": preset.config},
         "n_train_samples": len(train_ids), "n_val_samples": len(val_ids),
         "n_train_windows": len(train_set), "n_val_windows": len(val_set),
-        "inputs": {
-            "manifest": fingerprint(ws.manifest_path(cfg.dataset)),
-            "labels": fingerprint(ws.labels_path(cfg.dataset)),
-            "features": fingerprint(ws.feature_path(cfg.dataset, cfg.features)),
-            "split": fingerprint(ws.split_path(cfg.dataset, cfg.split)),
-        },
+        "inputs": inputs,
         "versions": {"emotk": __version__, "torch": torch.__version__, "python": platform.python_version()},
         "emotk_version": __version__, "device": str(device), "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "world_size": info.world_size, "backend": info.backend,
+        "global_batch_size": cfg.batch_size,
     }
-    out_dir.mkdir(parents=True, exist_ok=True)
     start_epoch, best, best_epoch, history = 0, -math.inf, -1, []
-    if resume and ckpt_path.exists():
+    best_state = None
+    if mode == "resume":
         state = load_checkpoint(ckpt_path, cfg.model)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
+        if amp and state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
         start_epoch, best, best_epoch, history = state["epoch"] + 1, state["best"], state["best_epoch"], state["history"]
-        _set_rng_state(state["rng"])
-    else:
+        ranks = state.get("rng_ranks") or [state["rng"]]
+        _set_rng_state(ranks[info.rank] if len(ranks) == info.world_size else ranks[0])
+        if (out_dir / "best.pt").exists():
+            best_state = load_checkpoint(out_dir / "best.pt", cfg.model)["model"]
+    elif info.is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "best.pt").unlink(missing_ok=True)  # left by a run killed before its first checkpoint
         write_json(out_dir / "config.json", config)
 
-    val_loader = DataLoader(val_set, batch_size=max(cfg.batch_size, 64), shuffle=False, collate_fn=collate,
-                            num_workers=cfg.num_workers)
+    sampler = ddp.GlobalBatchSampler(train_set, cfg.batch_size, num_replicas=info.world_size, rank=info.rank,
+                                     seed=cfg.seed * 100_003)  # data order depends on (seed, epoch) only
+    val_batch = max(cfg.batch_size, 64)
+    show = progress and info.is_main
     for epoch in range(start_epoch, cfg.epochs):
-        order = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)  # data order depends on (seed, epoch) only
-        train_loader = DataLoader(train_set, batch_size=cfg.batch_size, shuffle=True, generator=order,
-                                  collate_fn=collate, num_workers=cfg.num_workers)
-        model.train()
+        sampler.set_epoch(epoch)
+        sizes = sampler.real_sizes()
+        train_loader = DataLoader(train_set, batch_sampler=sampler.local_batches(), collate_fn=collate,
+                                  num_workers=cfg.num_workers,  # workers' seeds from (seed, epoch), not the global RNG
+                                  generator=torch.Generator().manual_seed(cfg.seed * 100_003 + epoch))
+        net.train()
         total, n = 0.0, 0
-        bar = tqdm(train_loader, desc=f"{cfg.model} epoch {epoch + 1}/{cfg.epochs}", leave=False, disable=not progress)
-        for x, y, valid, _ in bar:
+        bar = tqdm(train_loader, desc=f"{cfg.model} epoch {epoch + 1}/{cfg.epochs}", leave=False, disable=not show)
+        for step, (x, y, valid, _) in enumerate(bar):
             x, y, valid = x.to(device), y.to(device), valid.to(device)
             with torch.autocast("cuda", enabled=amp):
-                out = model(x)
-            loss = loss_fn(out, y, valid)
+                out = net(x)
+            out = ddp.gather_batch(out, sizes[step], info.rank, keep_grad=True)
+            y = ddp.gather_batch(y, sizes[step], info.rank, keep_grad=False)
+            valid = ddp.gather_batch(valid, sizes[step], info.rank, keep_grad=False)
+            loss = loss_fn(out, y, valid)  # the global batch's loss, as in one process
             optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
+            scaler.scale(loss * info.world_size).backward()  # DDP averages: × world size gives the sum
             scaler.step(optimizer)
             scaler.update()
-            total += float(loss.detach()) * len(x)
-            n += len(x)
+            total += float(loss.detach()) * len(y)
+            n += len(y)
             bar.set_postfix(loss=f"{total / max(n, 1):.4f}")
         lr = optimizer.param_groups[0]["lr"]
         scheduler.step()
-        report, _ = score(task, val_set, *predict(model, val_loader, device, task, amp))
-        value = report[primary]
+        report, _ = score(task, val_set, *predict_sharded(model, val_set, val_batch, device, task, amp, info, cfg.num_workers))
+        value = ddp.broadcast_object(report[primary])
         history.append({"epoch": epoch + 1, "train_loss": total / max(n, 1), f"val_{primary}": value, "lr": lr})
         improved = not math.isnan(value) and value > best
         if improved:
             best, best_epoch = value, epoch + 1
-            save_checkpoint(out_dir / "best.pt", {"model": model.state_dict(), "model_name": cfg.model, "epoch": epoch})
-        _write_history(out_dir / "history.csv", history)
-        save_checkpoint(ckpt_path, {
-            "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-            "epoch": epoch, "best": best, "best_epoch": best_epoch, "history": history, "rng": _rng_state(),
-            "model_name": cfg.model,
-        })
-        if progress:
+            best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+        rngs = ddp.gather_objects(_rng_state())
+        if info.is_main:
+            if improved:
+                save_checkpoint(out_dir / "best.pt", {"model": best_state, "model_name": cfg.model, "epoch": epoch})
+            _write_history(out_dir / "history.csv", history)
+            save_checkpoint(ckpt_path, {
+                "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                "scaler": scaler.state_dict() if amp else None,
+                "epoch": epoch, "best": best, "best_epoch": best_epoch, "history": history, "rng": rngs[0],
+                "rng_ranks": rngs, "model_name": cfg.model, "world_size": info.world_size,
+            })
+        if show:
             tqdm.write(f"epoch {epoch + 1}: train loss {total / max(n, 1):.4f}  val {primary} {value:.4f}")
 
-    best_path = out_dir / "best.pt"
-    if best_path.exists():
-        model.load_state_dict(load_checkpoint(best_path, cfg.model)["model"])
-    report, table = score(task, val_set, *predict(model, val_loader, device, task, amp))
-    write_parquet(out_dir / "predictions.parquet", table)
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    report, table = score(task, val_set, *predict_sharded(model, val_set, val_batch, device, task, amp, info, cfg.num_workers))
     result = {"status": "finished", "best_epoch": best_epoch, "metric": primary, "metrics": report,
               "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
-    write_json(metrics_path, result)
+    if info.is_main:
+        write_parquet(out_dir / "predictions.parquet", table)
+        write_json(metrics_path, result)
+    ddp.barrier()  # every rank leaves after rank 0 has written the run's files
     return result
+
+
+def _safe(fn):
+    """fn()'s result, or the EmotkError it raised (to broadcast it to every rank)."""
+    try:
+        return fn()
+    except EmotkError as exc:
+        return exc
+
+
+def _store_fingerprint(path: Path) -> str:
+    """Fingerprint of a feature store: its merged file, or its part files' names while parts exist."""
+    from emotk.features.store import parts_dir
+
+    parts = sorted(p.name for p in parts_dir(path).glob("part-*.h5")) if parts_dir(path).is_dir() else []
+    if not parts:
+        return fingerprint(path)
+    h = hashlib.sha256((fingerprint(path) if path.exists() else "").encode())
+    for name in parts:
+        h.update(name.encode())
+    return h.hexdigest()
 
 
 def _write_history(path: Path, rows: list[dict]) -> None:

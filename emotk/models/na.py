@@ -1,0 +1,346 @@
+"""1-D (dilated, causal) neighborhood attention: emotk's own PyTorch implementation + NATTEN bridge.
+
+Layout everywhere: ``q, k, v`` are ``[B, T, heads, head_dim]`` (NATTEN's "heads last" layout).
+
+Window semantics (``kernel_size`` k, ``dilation`` d):
+
+- **causal** (``causal=True``, NAC-TCN paper, Sec. 3.3): frame t attends to t, t−d, …, t−(k−1)d.
+  Neighbours before frame 0 do not exist and are masked (not attended), so early frames attend to
+  fewer than k keys. This is exactly NATTEN's ``is_causal=True`` (checked against NATTEN 0.21.7:
+  frame 2 with k=3, d=2 attends to {0, 2}).
+- **centred** (``causal=False``, ordinary dilated NA, used by ``na_mode="lagged"``): the sequence is
+  split into d interleaved groups (frames with equal t mod d); inside its group a frame attends to
+  the k group members centred on it, the window shifted to stay inside the group near both ends
+  (NATTEN's edge behaviour: start = clamp(g − k//2, 0, n_g − k) for group index g of n_g members).
+  If a group has fewer than k members (T < k·d, which NATTEN refuses) the window is the whole group.
+
+Relative positional bias (``rpb``, shape ``[heads, 2k−1]``, as in the NATTEN 0.14 layer the NAC-TCN
+code used): the score of key j for query i gets ``rpb[h, (j−i)/d + k − 1]`` (offset measured in group
+steps). A causal window only uses offsets −(k−1)…0, i.e. the first k entries; the layer still holds
+h·(2k−1) parameters so parameter counts match the released model (the other k−1 entries get no
+gradient and are inert).
+
+No T×T matrix is ever formed: the causal path gathers the k dilated neighbours with k shifted views of
+the left-padded keys/values inside a custom autograd function (memory O(B·T·C + B·T·h·k)); the
+centred path gathers with an index tensor.
+"""
+
+from __future__ import annotations
+
+import warnings
+from functools import lru_cache
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.autograd.function import once_differentiable
+
+from emotk.errors import ModelError
+
+BACKENDS = ("auto", "torch", "natten")
+
+
+# --------------------------------------------------------------------------------------------------
+# window geometry (cached per shape; tiny integer tensors)
+
+
+@lru_cache(maxsize=256)
+def _causal_valid(T: int, k: int, d: int, device: str) -> torch.Tensor:
+    """[k, T] bool: window slot i of frame t (key t − (k−1−i)·d) exists."""
+    t = torch.arange(T, device=device)
+    back = (k - 1 - torch.arange(k, device=device)) * d
+    return (t[None, :] - back[:, None]) >= 0
+
+
+@lru_cache(maxsize=256)
+def centred_window(T: int, k: int, d: int, device: str = "cpu") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """NATTEN-style centred dilated window: (index [T, k], bias slot [T, k], valid [T, k]).
+
+    ``index[t, i]`` is the frame of the i-th neighbour of frame t, ``bias slot`` the rpb column
+    ((j − t)/d + k − 1), ``valid`` False for slots beyond a group shorter than k (index then repeats
+    a valid frame and the slot is masked).
+    """
+    t = torch.arange(T)
+    r = t % d
+    g = t // d
+    n = (T - 1 - r) // d + 1  # members of t's group
+    start = torch.clamp(g - k // 2, min=0)
+    start = torch.minimum(start, torch.clamp(n - k, min=0))
+    slot = start[:, None] + torch.arange(k)[None, :]  # group positions
+    valid = slot < n[:, None]
+    slot = torch.where(valid, slot, g[:, None])
+    index = slot * d + r[:, None]
+    bias_slot = slot - g[:, None] + k - 1
+    return index.to(device), bias_slot.to(device), valid.to(device)
+
+
+# --------------------------------------------------------------------------------------------------
+# causal core: custom autograd function, k shifted views, no gather copies
+
+
+class _CausalNA(torch.autograd.Function):
+    """out[t] = Σ_i softmax_i(scale·q[t]·k[t−(k−1−i)d] + bias[i, t]) · v[t−(k−1−i)d].
+
+    ``bias`` is ``[k, T, H]`` and carries −inf for missing neighbours; its dtype is the softmax dtype
+    (fp32 for fp16/bf16 inputs, else the input dtype).
+    Memory: the padded k/v (B·(T+p)·C each) and the attention weights (k·B·T·H).
+    """
+
+    @staticmethod
+    def forward(ctx, q, k, v, bias, ks: int, d: int, scale: float):
+        B, T, H, Dh = q.shape
+        p = (ks - 1) * d
+        q = q.contiguous()
+        kp = F.pad(k, (0, 0, 0, 0, p, 0))
+        vp = F.pad(v, (0, 0, 0, 0, p, 0))
+        s = torch.empty(ks, B, T, H, dtype=q.dtype, device=q.device)
+        for i in range(ks):
+            torch.linalg.vecdot(q, kp[:, i * d:i * d + T], out=s[i])
+        s = s.to(bias.dtype).mul_(scale).add_(bias.unsqueeze(1))
+        a = torch.softmax(s, dim=0)
+        a_in = a.to(q.dtype)
+        out = torch.zeros_like(q)
+        for i in range(ks):
+            out.addcmul_(a_in[i].unsqueeze(-1), vp[:, i * d:i * d + T])
+        ctx.save_for_backward(q, kp, vp, a)
+        ctx.cfg = (ks, d, scale)
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out):
+        q, kp, vp, a = ctx.saved_tensors
+        ks, d, scale = ctx.cfg
+        B, T, H, Dh = q.shape
+        p = (ks - 1) * d
+        go = grad_out.contiguous().to(q.dtype)
+        ga = torch.empty(ks, B, T, H, dtype=q.dtype, device=q.device)
+        for i in range(ks):
+            torch.linalg.vecdot(go, vp[:, i * d:i * d + T], out=ga[i])
+        ga = ga.to(a.dtype)
+        gs = a * (ga - (ga * a).sum(0, keepdim=True))  # softmax backward in the softmax dtype
+        grad_bias = gs.sum(1) if ctx.needs_input_grad[3] else None
+        gs_in = (gs * scale).to(q.dtype)
+        a_in = a.to(q.dtype)
+        gq = torch.zeros_like(q)
+        gkp = torch.zeros_like(kp)
+        gvp = torch.zeros_like(vp)
+        for i in range(ks):
+            sl = slice(i * d, i * d + T)
+            gsi = gs_in[i].unsqueeze(-1)
+            gq.addcmul_(gsi, kp[:, sl])
+            gkp[:, sl].addcmul_(gsi, q)
+            gvp[:, sl].addcmul_(a_in[i].unsqueeze(-1), go)
+        return gq, gkp[:, p:], gvp[:, p:], grad_bias, None, None, None
+
+
+def _softmax_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+
+
+def _causal_torch(q, k, v, ks, d, rpb, scale):
+    B, T, H, Dh = q.shape
+    acc = _softmax_dtype(q.dtype)
+    valid = _causal_valid(T, ks, d, str(q.device))
+    mask = torch.zeros(ks, T, 1, device=q.device, dtype=acc).masked_fill_(~valid[..., None], float("-inf"))
+    if rpb is not None:
+        bias = rpb[:, :ks].to(acc).t().unsqueeze(1) + mask  # slot i ↔ offset i − (k−1) ↔ rpb column i
+    else:
+        bias = mask.expand(ks, T, H)
+    return _CausalNA.apply(q, k, v, bias, ks, d, scale)
+
+
+def _centred_torch(q, k, v, ks, d, rpb, scale):
+    B, T, H, Dh = q.shape
+    index, bias_slot, valid = centred_window(T, ks, d, str(q.device))
+    flat = index.reshape(-1)
+    kw = k.index_select(1, flat).view(B, T, ks, H, Dh)
+    vw = v.index_select(1, flat).view(B, T, ks, H, Dh)
+    acc = _softmax_dtype(q.dtype)
+    s = (q.unsqueeze(2) * kw).sum(-1).to(acc) * scale  # [B, T, k, H]
+    if rpb is not None:
+        s = s + rpb.to(acc)[:, bias_slot].permute(1, 2, 0)  # [T, k, H]
+    if not bool(valid.all()):
+        s = s.masked_fill(~valid[..., None], float("-inf"))
+    a = torch.softmax(s, dim=2).to(q.dtype)
+    return (a.unsqueeze(-1) * vw).sum(2)
+
+
+def na1d_torch(q, k, v, kernel_size: int, dilation: int = 1, *, causal: bool = True, rpb=None, scale=None):
+    """emotk's PyTorch neighborhood attention (CPU and GPU, forward and backward, optional rpb)."""
+    _check(q, k, v, kernel_size, dilation, rpb)
+    scale = q.shape[-1] ** -0.5 if scale is None else scale
+    fn = _causal_torch if causal else _centred_torch
+    return fn(q, k, v, kernel_size, dilation, rpb, scale)
+
+
+def _check(q, k, v, ks, d, rpb):
+    if q.dim() != 4 or q.shape != k.shape or k.shape[:3] != v.shape[:3]:
+        raise ValueError(f"q, k, v must be [B, T, heads, head_dim] of equal shape; got {tuple(q.shape)}, "
+                         f"{tuple(k.shape)}, {tuple(v.shape)}")
+    if ks < 1 or d < 1:
+        raise ValueError(f"kernel_size and dilation must be ≥ 1; got {ks}, {d}")
+    if rpb is not None and tuple(rpb.shape) != (q.shape[2], 2 * ks - 1):
+        raise ValueError(f"rpb must be [heads, 2k−1] = [{q.shape[2]}, {2 * ks - 1}]; got {tuple(rpb.shape)}")
+
+
+# --------------------------------------------------------------------------------------------------
+# NATTEN bridge
+
+
+@lru_cache(maxsize=1)
+def natten_functional():
+    """``natten.functional.na1d`` or None when NATTEN does not import."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            from natten.functional import na1d
+    except Exception:  # noqa: BLE001 — any import failure means "not available"
+        return None
+    return na1d
+
+
+def natten_available() -> bool:
+    return natten_functional() is not None
+
+
+def na1d_natten(q, k, v, kernel_size: int, dilation: int = 1, *, causal: bool = True, scale=None):
+    """NATTEN's ``na1d`` (CUDA kernels; on CPU forward only). Same layout and semantics, no rpb."""
+    fn = natten_functional()
+    if fn is None:
+        raise ModelError("NATTEN is not installed: `pip install --no-build-isolation natten` (or use --na-backend torch).")
+    T = q.shape[1]
+    if kernel_size * dilation > T:
+        raise ModelError(f"NATTEN needs kernel_size·dilation ≤ sequence length; got {kernel_size}·{dilation} > {T}. "
+                         "Use --na-backend torch.")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return fn(q, k, v, kernel_size=kernel_size, dilation=dilation, is_causal=causal, scale=scale)
+
+
+def na1d(q, k, v, kernel_size: int, dilation: int = 1, *, causal: bool = True, rpb=None, scale=None,
+         backend: str = "torch"):
+    """Neighborhood attention on ``[B, T, heads, head_dim]``; ``backend`` "torch" or "natten"."""
+    if backend == "natten":
+        if rpb is not None:
+            raise ModelError("NATTEN ≥ 0.20 has no relative positional bias; use pos_bias=False or backend torch.")
+        return na1d_natten(q, k, v, kernel_size, dilation, causal=causal, scale=scale)
+    if backend != "torch":
+        raise ValueError(f"backend must be 'torch' or 'natten' here; got {backend!r}")
+    return na1d_torch(q, k, v, kernel_size, dilation, causal=causal, rpb=rpb, scale=scale)
+
+
+# --------------------------------------------------------------------------------------------------
+# layer
+
+
+class NeighborhoodAttention1d(nn.Module):
+    """Multi-head 1-D dilated neighborhood attention layer on ``[B, T, C]``.
+
+    Same parameters as NATTEN 0.14's ``NeighborhoodAttention1D`` used by the NAC-TCN code:
+    qkv = Linear(C, 3C), rpb [heads, 2k−1] (trunc-normal std 0.02), proj = Linear(C, C) →
+    4C² + 4C + heads·(2k−1) parameters (``pos_bias=False`` drops the rpb term).
+
+    ``backend``: "torch" (always works, trains everywhere), "natten" (NATTEN kernels; needs NATTEN, no
+    positional bias, kernel·dilation ≤ T, and CUDA to train), "auto" (NATTEN when all of that holds on
+    a CUDA tensor, else torch).
+    """
+
+    def __init__(self, dim: int, num_heads: int = 1, kernel_size: int = 7, dilation: int = 1, causal: bool = True,
+                 pos_bias: bool = True, qkv_bias: bool = True, backend: str = "auto"):
+        super().__init__()
+        if dim % num_heads:
+            raise ModelError(f"NA dim {dim} is not divisible by num_heads {num_heads}")
+        if backend not in BACKENDS:
+            raise ModelError(f"unknown NA backend {backend!r}; choose one of {BACKENDS}")
+        self.dim, self.num_heads, self.kernel_size, self.dilation = dim, num_heads, kernel_size, dilation
+        self.causal, self.backend = causal, backend
+        self.head_dim = dim // num_heads
+        self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
+        if pos_bias:
+            self.rpb = nn.Parameter(torch.zeros(num_heads, 2 * kernel_size - 1))
+            nn.init.trunc_normal_(self.rpb, std=0.02, a=-2.0, b=2.0)
+        else:
+            self.register_parameter("rpb", None)
+        self.proj = nn.Linear(dim, dim)
+        self._natten_refused: set = set()
+
+    def extra_repr(self) -> str:
+        return (f"dim={self.dim}, heads={self.num_heads}, kernel_size={self.kernel_size}, dilation={self.dilation}, "
+                f"causal={self.causal}, pos_bias={self.rpb is not None}, backend={self.backend!r}")
+
+    def resolve_backend(self, x: torch.Tensor) -> str:
+        """The backend this call runs on ("torch" or "natten")."""
+        if self.backend == "torch":
+            return "torch"
+        T = x.shape[1]
+        why = None
+        if self.rpb is not None:
+            why = "the layer has a relative positional bias (NATTEN ≥ 0.20 has none; build with pos_bias=False)"
+        elif not natten_available():
+            why = "NATTEN is not installed"
+        elif self.kernel_size * self.dilation > T:
+            why = f"kernel_size·dilation = {self.kernel_size * self.dilation} > sequence length {T}"
+        elif not x.is_cuda and torch.is_grad_enabled() and x.requires_grad:
+            why = "NATTEN has no backward pass on CPU"
+        elif not x.is_cuda and self.backend == "auto":
+            why = "auto uses NATTEN on CUDA only"
+        elif (x.device.type, x.dtype, self.head_dim) in self._natten_refused:
+            why = "NATTEN refused this configuration earlier"
+        if why is None:
+            return "natten"
+        if self.backend == "natten":
+            raise ModelError(f"--na-backend natten cannot run here: {why}. Use --na-backend torch or auto.")
+        return "torch"
+
+    def core_macs(self, inputs, output) -> int:
+        """MACs of the attention core of the last call (q·k and a·v over k neighbours)."""
+        B, T, C = inputs[0].shape
+        return 2 * B * T * self.kernel_size * C
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, T, C = x.shape
+        qkv = self.qkv(x).view(B, T, 3, self.num_heads, self.head_dim)
+        q, k, v = qkv.unbind(2)
+        backend = self.resolve_backend(x)
+        if backend == "natten":
+            try:
+                y = na1d_natten(q.contiguous(), k.contiguous(), v.contiguous(), self.kernel_size, self.dilation,
+                                causal=self.causal)
+            except (NotImplementedError, RuntimeError, ValueError) as exc:
+                if self.backend == "natten":
+                    raise ModelError(f"NATTEN failed on this input ({exc}); use --na-backend torch.") from None
+                self._natten_refused.add((x.device.type, x.dtype, self.head_dim))
+                warnings.warn(f"NATTEN refused {tuple(x.shape)} on {x.device} ({exc}); using emotk's torch NA.")
+                y = na1d_torch(q, k, v, self.kernel_size, self.dilation, causal=self.causal, rpb=self.rpb)
+        else:
+            y = na1d_torch(q, k, v, self.kernel_size, self.dilation, causal=self.causal, rpb=self.rpb)
+        return self.proj(y.reshape(B, T, C))
+
+
+def dense_reference(q, k, v, kernel_size: int, dilation: int = 1, *, causal: bool = True, rpb=None, scale=None):
+    """The same attention through a full T×T masked score matrix (for tests and benchmarks only)."""
+    B, T, H, Dh = q.shape
+    scale = Dh ** -0.5 if scale is None else scale
+    qh, kh, vh = (x.transpose(1, 2) for x in (q, k, v))
+    s = (qh @ kh.transpose(-1, -2)) * scale  # [B, H, T, T]
+    i = torch.arange(T, device=q.device)
+    off = i[None, :] - i[:, None]  # key − query
+    same_group = (off % dilation) == 0
+    step = torch.div(off, dilation, rounding_mode="floor")
+    if causal:
+        allowed = same_group & (step <= 0) & (step > -kernel_size)
+    else:
+        index, _, valid = centred_window(T, kernel_size, dilation, str(q.device))
+        allowed = torch.zeros(T, T, dtype=torch.bool, device=q.device)
+        allowed[i[:, None].expand_as(index)[valid], index[valid]] = True
+    if rpb is not None:
+        col = (step + kernel_size - 1).clamp(0, 2 * kernel_size - 2)
+        s = s + rpb[:, col].unsqueeze(0)
+    s = s.masked_fill(~allowed, float("-inf"))
+    a = torch.softmax(s, dim=-1)
+    return (a @ vh).transpose(1, 2)
+
+
+__all__ = ["BACKENDS", "NeighborhoodAttention1d", "centred_window", "dense_reference", "na1d", "na1d_natten",
+           "na1d_torch", "natten_available"]

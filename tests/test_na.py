@@ -1,0 +1,201 @@
+"""emotk's neighborhood attention: against a dense masked reference, an independent window model,
+NATTEN's own forward pass, gradients, causality and the layer's backend selection."""
+
+import warnings
+
+import pytest
+import torch
+
+from emotk.errors import ModelError
+from emotk.models.na import (NeighborhoodAttention1d, centred_window, dense_reference, na1d_natten, na1d_torch,
+                             natten_available)
+
+CASES = [  # (T, k, d, heads, head_dim) — includes T < k·d and even k
+    (20, 3, 2, 2, 8),
+    (7, 3, 4, 1, 8),
+    (33, 5, 3, 2, 8),
+    (5, 4, 2, 1, 16),
+    (64, 7, 8, 4, 16),
+    (3, 9, 2, 2, 8),
+    (40, 1, 1, 1, 8),
+]
+
+
+def qkv(B, T, H, D, dtype=torch.float32, grad=False, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(B, T, H, D, generator=g, dtype=dtype).requires_grad_(grad) for _ in range(3)]
+
+
+def window_by_hand(T, k, d, causal):
+    """Neighbour sets written independently of emotk's code (loops over frames)."""
+    sets = []
+    for t in range(T):
+        if causal:
+            sets.append({t - j * d for j in range(k) if t - j * d >= 0})
+            continue
+        group = list(range(t % d, T, d))
+        g = group.index(t)
+        if len(group) <= k:
+            sets.append(set(group))
+            continue
+        start = min(max(g - k // 2, 0), len(group) - k)
+        sets.append(set(group[start:start + k]))
+    return sets
+
+
+def loop_reference(q, k, v, ks, d, causal, rpb=None):
+    """Attention frame by frame over the hand-made neighbour sets (float64)."""
+    B, T, H, D = q.shape
+    out = torch.zeros_like(q)
+    for t, nb in enumerate(window_by_hand(T, ks, d, causal)):
+        nb = sorted(nb)
+        s = torch.einsum("bhc,bjhc->bhj", q[:, t], k[:, nb]) * D ** -0.5
+        if rpb is not None:
+            s = s + torch.stack([rpb[:, (j - t) // d + ks - 1] for j in nb], -1)
+        out[:, t] = torch.einsum("bhj,bjhc->bhc", s.softmax(-1), v[:, nb])
+    return out
+
+
+@pytest.mark.parametrize("causal", [True, False])
+@pytest.mark.parametrize("T,k,d,H,D", CASES)
+def test_matches_dense_masked_attention(T, k, d, H, D, causal):
+    q, kk, v = qkv(2, T, H, D)
+    rpb = torch.randn(H, 2 * k - 1)
+    for bias in (None, rpb):
+        ours = na1d_torch(q, kk, v, k, d, causal=causal, rpb=bias)
+        assert ours.shape == q.shape
+        assert (ours - dense_reference(q, kk, v, k, d, causal=causal, rpb=bias)).abs().max() <= 1e-5
+
+
+@pytest.mark.parametrize("causal", [True, False])
+@pytest.mark.parametrize("T,k,d,H,D", CASES[:5])
+def test_matches_frame_by_frame_reference(T, k, d, H, D, causal):
+    q, kk, v = qkv(2, T, H, D, dtype=torch.float64)
+    rpb = torch.randn(H, 2 * k - 1, dtype=torch.float64)
+    ours = na1d_torch(q, kk, v, k, d, causal=causal, rpb=rpb)
+    assert torch.allclose(ours, loop_reference(q, kk, v, k, d, causal, rpb), atol=1e-10)
+
+
+def test_centred_window_geometry_is_natten_like():
+    # T=21, k=3, d=2: group of even frames has 11 members; frame 0 shifts right, frame 20 shifts left
+    index, slot, valid = centred_window(21, 3, 2)
+    assert index[0].tolist() == [0, 2, 4] and index[1].tolist() == [1, 3, 5]
+    assert index[10].tolist() == [8, 10, 12]
+    assert index[19].tolist() == [15, 17, 19] and index[20].tolist() == [16, 18, 20]
+    assert slot[0].tolist() == [2, 3, 4] and slot[10].tolist() == [1, 2, 3] and slot[20].tolist() == [0, 1, 2]
+    assert bool(valid.all())
+
+
+@pytest.mark.parametrize("causal", [True, False])
+def test_gradients_match_dense_reference(causal):
+    for T, k, d, H, D in [(20, 3, 2, 2, 8), (9, 4, 3, 1, 8), (30, 5, 2, 2, 4)]:
+        q, kk, v = qkv(2, T, H, D, dtype=torch.float64, grad=True)
+        rpb = torch.randn(H, 2 * k - 1, dtype=torch.float64, requires_grad=True)
+        g = torch.randn(2, T, H, D, dtype=torch.float64)
+        grads = []
+        for fn in (na1d_torch, dense_reference):
+            out = fn(q, kk, v, k, d, causal=causal, rpb=rpb)
+            grads.append(torch.autograd.grad(out, (q, kk, v, rpb), g))
+        for a, b in zip(*grads):
+            assert torch.allclose(a, b, atol=1e-10)
+
+
+def test_gradcheck_causal():
+    q, kk, v = qkv(1, 11, 2, 3, dtype=torch.float64, grad=True)
+    rpb = torch.randn(2, 5, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda a, b, c, r: na1d_torch(a, b, c, 3, 2, causal=True, rpb=r), (q, kk, v, rpb))
+
+
+def test_causal_rpb_uses_only_the_first_k_slots():
+    q, kk, v = qkv(2, 25, 2, 8, grad=True)
+    rpb = torch.zeros(2, 9, requires_grad=True)
+    na1d_torch(q, kk, v, 5, 3, causal=True, rpb=rpb).square().sum().backward()
+    assert rpb.grad[:, :5].abs().sum() > 0
+    assert rpb.grad[:, 5:].abs().sum() == 0
+
+
+@pytest.mark.parametrize("T,k,d", [(30, 3, 4), (64, 7, 8), (17, 5, 1), (12, 1, 3)])
+def test_never_looks_at_the_future(T, k, d):
+    q, kk, v = qkv(1, T, 2, 8)
+    rpb = torch.randn(2, 2 * k - 1)
+    base = na1d_torch(q, kk, v, k, d, causal=True, rpb=rpb)
+    for t in range(0, T - 1, 3):
+        q2, k2, v2 = (x.clone() for x in (q, kk, v))
+        for x in (q2, k2, v2):
+            x[:, t + 1:] = torch.randn_like(x[:, t + 1:]) * 10
+        out = na1d_torch(q2, k2, v2, k, d, causal=True, rpb=rpb)
+        assert torch.equal(out[:, :t + 1], base[:, :t + 1])
+        assert not torch.allclose(out[:, t + 1:], base[:, t + 1:])
+
+
+def test_half_precision_runs_softmax_in_fp32():
+    q, kk, v = qkv(2, 40, 2, 16)
+    ref = na1d_torch(q, kk, v, 5, 3)
+    half = na1d_torch(*(x.bfloat16() for x in (q, kk, v)), 5, 3)
+    assert half.dtype == torch.bfloat16
+    assert (half.float() - ref).abs().max() < 0.05
+
+
+# ---------------------------------------------------------------------------- NATTEN cross-check
+
+natten_only = pytest.mark.skipif(not natten_available(), reason="NATTEN not importable")
+
+
+@natten_only
+@pytest.mark.parametrize("causal", [True, False])
+@pytest.mark.parametrize("T,k,d,H,D", [(20, 3, 2, 2, 8), (24, 4, 3, 1, 16), (33, 5, 3, 2, 8), (64, 7, 8, 4, 16),
+                                       (21, 3, 2, 2, 8), (56, 7, 8, 1, 32)])
+def test_matches_natten_forward(T, k, d, H, D, causal):
+    q, kk, v = qkv(2, T, H, D)
+    ours = na1d_torch(q, kk, v, k, d, causal=causal)
+    theirs = na1d_natten(q, kk, v, k, d, causal=causal)
+    assert (ours - theirs).abs().max() <= 1e-5
+
+
+@natten_only
+def test_layer_backends_agree_and_auto_stays_on_torch_on_cpu():
+    torch.manual_seed(0)
+    layer = NeighborhoodAttention1d(32, num_heads=2, kernel_size=5, dilation=3, pos_bias=False, backend="auto")
+    x = torch.randn(2, 40, 32)
+    assert layer.resolve_backend(x) == "torch"  # auto uses NATTEN on CUDA only
+    with torch.no_grad():
+        auto = layer(x)
+        layer.backend = "natten"
+        assert layer.resolve_backend(x) == "natten"
+        nat = layer(x)
+    assert (auto - nat).abs().max() <= 1e-5
+    with pytest.raises(ModelError, match="no backward pass on CPU"):
+        layer(x.requires_grad_())
+
+
+def test_layer_parameters_and_refusals():
+    layer = NeighborhoodAttention1d(128, num_heads=2, kernel_size=7, dilation=4)
+    assert sum(p.numel() for p in layer.parameters()) == 4 * 128 ** 2 + 4 * 128 + 2 * 13
+    assert sum(p.numel() for p in NeighborhoodAttention1d(64, 1, 9, pos_bias=False).parameters()) == 4 * 64 ** 2 + 4 * 64
+    x = torch.randn(1, 50, 128)
+    assert layer.resolve_backend(x) == "torch"
+    layer.backend = "natten"
+    with pytest.raises(ModelError, match="positional bias"):
+        layer(x)
+    with pytest.raises(ModelError, match="divisible"):
+        NeighborhoodAttention1d(10, num_heads=3)
+    with pytest.raises(ModelError, match="backend"):
+        NeighborhoodAttention1d(8, backend="cuda")
+
+
+def test_layer_trains_with_torch_backend():
+    torch.manual_seed(0)
+    layer = NeighborhoodAttention1d(16, num_heads=2, kernel_size=3, dilation=2)
+    x, y = torch.randn(4, 30, 16), torch.randn(4, 30, 16)
+    opt = torch.optim.Adam(layer.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(30):
+        opt.zero_grad()
+        loss = (layer(x) - y).square().mean()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.8 * losses[0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        layer(x)  # no warnings on the plain torch path
