@@ -98,10 +98,10 @@ class _CausalNA(torch.autograd.Function):
             torch.linalg.vecdot(q, kp[:, i * d:i * d + T], out=s[i])
         s = s.to(bias.dtype).mul_(scale).add_(bias.unsqueeze(1))
         a = torch.softmax(s, dim=0)
-        a_in = a.to(q.dtype)
-        out = torch.zeros_like(q)
-        for i in range(ks):
-            out.addcmul_(a_in[i].unsqueeze(-1), vp[:, i * d:i * d + T])
+        a_in = a.to(q.dtype).unsqueeze(-1)
+        out = torch.mul(a_in[0], vp[:, :T])
+        for i in range(1, ks):
+            out.addcmul_(a_in[i], vp[:, i * d:i * d + T])
         ctx.save_for_backward(q, kp, vp, a)
         ctx.cfg = (ks, d, scale)
         return out
@@ -120,17 +120,17 @@ class _CausalNA(torch.autograd.Function):
         ga = ga.to(a.dtype)
         gs = a * (ga - (ga * a).sum(0, keepdim=True))  # softmax backward in the softmax dtype
         grad_bias = gs.sum(1) if ctx.needs_input_grad[3] else None
-        gs_in = (gs * scale).to(q.dtype)
-        a_in = a.to(q.dtype)
-        gq = torch.zeros_like(q)
+        gs_in = (gs * scale).to(q.dtype).unsqueeze(-1)
+        a_in = a.to(q.dtype).unsqueeze(-1)
+        gq = torch.mul(gs_in[0], kp[:, :T])
         gkp = torch.zeros_like(kp)
         gvp = torch.zeros_like(vp)
         for i in range(ks):
             sl = slice(i * d, i * d + T)
-            gsi = gs_in[i].unsqueeze(-1)
-            gq.addcmul_(gsi, kp[:, sl])
-            gkp[:, sl].addcmul_(gsi, q)
-            gvp[:, sl].addcmul_(a_in[i].unsqueeze(-1), go)
+            if i:
+                gq.addcmul_(gs_in[i], kp[:, sl])
+            gkp[:, sl].addcmul_(gs_in[i], q)
+            gvp[:, sl].addcmul_(a_in[i], go)
         return gq, gkp[:, p:], gvp[:, p:], grad_bias, None, None, None
 
 
