@@ -19,13 +19,12 @@ import tempfile
 import time
 from pathlib import Path
 
-import av
 import numpy as np
 import torch
 
 from emotk.atomic import write_json, write_parquet
 from emotk.features.encoders import load_encoder
-from emotk.features.extract import FrameImages, extract_frames, list_frames
+from emotk.features.extract import FrameImages, Normalize, extract_frames, list_frames
 from emotk.media.faces import crop_video
 from emotk.media.video import VideoStream
 from emotk.synth import astronaut, render_face
@@ -33,6 +32,8 @@ from emotk.workspace import Workspace
 
 
 def write_video(path: Path, seconds: float, fps: int = 30, size=(640, 360)) -> int:
+    import av
+
     photo = astronaut()
     n = int(seconds * fps)
     with av.open(str(path), "w") as out:
@@ -62,13 +63,15 @@ def main() -> None:
     ap.add_argument("--image-size", type=int, default=224)
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--video", type=Path, help="Use this mp4 instead of writing one (machines without PyAV).")
     args = ap.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        video = tmp / "clip.mp4"
-        n = write_video(video, args.seconds)
-        print(f"video: {video.stat().st_size / 2**20:.1f} MiB, {n} frames 640×360 @30 fps; device {args.device}, "
+        video = args.video or tmp / "clip.mp4"
+        if args.video is None:
+            write_video(video, args.seconds)
+        print(f"video: {video.name}, {video.stat().st_size / 2**20:.1f} MiB; device {args.device}, "
               f"image size {args.image_size}, batch {args.batch_size}, {args.workers} workers")
 
         t = time.perf_counter()
@@ -91,10 +94,10 @@ def main() -> None:
         t = time.perf_counter()
         batch = torch.stack([images[i][2] for i in range(len(images))])
         t_load = time.perf_counter() - t
-        print(f"load     (jpg → tensor, 1 process): {rate(len(images), t_load)}")
+        print(f"load     (jpg → uint8 tensor, 1 process): {rate(len(images), t_load)}")
 
         enc = load_encoder("regnet_y_400mf", "none", args.image_size)
-        module = enc.module.to(args.device)
+        module = torch.nn.Sequential(Normalize(), enc.module).to(args.device).eval()
         cuda = args.device.startswith("cuda")
         if cuda:
             module = module.to(memory_format=torch.channels_last)

@@ -18,7 +18,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from emotk.models.na import dense_reference, na1d_torch
+from emotk.models.na import na1d_torch
 from emotk.models.tcn import NACBlock
 
 
@@ -48,16 +48,28 @@ def best_of(cands: dict, reps: int) -> dict:
     return best
 
 
-def sdpa_masked(k_size: int, d: int):
-    cache = {}
+def window_mask(T: int, k_size: int, d: int, device) -> torch.Tensor:
+    """[T, T] bool: query t may attend key j (j = t, t−d, …, t−(k−1)d)."""
+    i = torch.arange(T, device=device)
+    off = i[:, None] - i[None, :]
+    return (off >= 0) & (off % d == 0) & (off // d < k_size)
+
+
+def dense_masked(mask: torch.Tensor):
+    """q·kᵀ over all T×T pairs, −inf outside the window, softmax, ·v (mask built once, outside the timing)."""
+    neg = torch.zeros(mask.shape, device=mask.device).masked_fill_(~mask, float("-inf"))
 
     def fn(q, k, v):
-        T = q.shape[1]
-        if T not in cache:
-            i = torch.arange(T, device=q.device)
-            off = i[:, None] - i[None, :]
-            cache[T] = (off >= 0) & (off % d == 0) & (off // d < k_size)
-        o = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_mask=cache[T])
+        qh, kh, vh = (x.transpose(1, 2) for x in (q, k, v))
+        s = (qh @ kh.transpose(-1, -2)) * q.shape[-1] ** -0.5 + neg
+        return (torch.softmax(s, -1) @ vh).transpose(1, 2)
+
+    return fn
+
+
+def sdpa_masked(mask: torch.Tensor):
+    def fn(q, k, v):
+        o = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_mask=mask)
         return o.transpose(1, 2)
 
     return fn
@@ -83,12 +95,16 @@ def main() -> None:
         reps = a.reps or (30 if T <= 1024 else 4)
         q, kk, v = (torch.randn(B, T, H, C // H, device=device, requires_grad=True) for _ in range(3))
         g = torch.randn(B, T, H, C // H, device=device)
-        sdpa = sdpa_masked(k, d)
+        mask = window_mask(T, k, d, device)
         fns = {
             "na": lambda q, kk, v: na1d_torch(q, kk, v, k, d, causal=True),
-            "dense": lambda q, kk, v: dense_reference(q, kk, v, k, d, causal=True),
-            "sdpa": sdpa,
+            "dense": dense_masked(mask),
+            "sdpa": sdpa_masked(mask),
         }
+        with torch.no_grad():  # all three compute the same attention
+            ref = na1d_torch(q, kk, v, k, d, causal=True)
+            for n in ("dense", "sdpa"):
+                assert (fns[n](q, kk, v) - ref).abs().max() < 1e-4, n
         best = best_of({n: (lambda f=f: fwd_bwd(f, (q, kk, v), g, device)) for n, f in fns.items()}, reps)
         na = best["na"]
         print(f"T={T:5d}  NA {na * 1e3:8.2f} ms | dense {best['dense'] * 1e3:9.2f} ms ({best['dense'] / na:6.1f}x) "

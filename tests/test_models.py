@@ -7,7 +7,6 @@ import torch.nn.functional as F
 
 from emotk.errors import ModelError
 from emotk.models import MODELS, PRESETS, build, find_preset
-from emotk.models.catalog import COLUMNS, model_table
 from emotk.models.counting import count_macs, count_macs_paper, count_params
 from emotk.models.na import na1d_natten, natten_available
 from emotk.models.registry import _load_all
@@ -193,6 +192,9 @@ def test_true_macs_count_the_attention_core():
 
 
 def test_model_table():
+    pytest.importorskip("polars")
+    from emotk.models.catalog import COLUMNS, model_table
+
     table = model_table("afewva")
     assert table.columns[:8] == ["model", "size", "dataset", "seq_len", "params", "params_paper", "macs", "macs_paper"]
     assert table.columns == COLUMNS
@@ -255,3 +257,25 @@ def test_nactcn_trains(mode):
         opt.step()
         first = first if first is not None else loss.item()
     assert loss.item() < 0.5 * first
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+@pytest.mark.parametrize("key", ["nactcn", "nactcn-lagged", "tcn", "tcan", "gru_attn", "lstm_attn-band", "transformer"])
+def test_models_on_cuda_match_cpu_and_train_with_amp(key):
+    net = make(key)
+    x = torch.randn(3, T, D)
+    with torch.no_grad():
+        cpu = net(x)
+        net.cuda()
+        gpu = net(x.cuda()).cpu()
+    assert (cpu - gpu).abs().max() <= 1e-3
+    net.train()
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    scaler = torch.amp.GradScaler("cuda")
+    with torch.autocast("cuda", dtype=torch.float16):
+        loss = net(x.cuda()).float().square().mean()
+    scaler.scale(loss).backward()
+    scaler.step(opt)
+    scaler.update()
+    assert torch.isfinite(loss)
+    assert all(torch.isfinite(p).all() for p in net.parameters())

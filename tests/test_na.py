@@ -199,3 +199,39 @@ def test_layer_trains_with_torch_backend():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         layer(x)  # no warnings on the plain torch path
+
+
+# ---------------------------------------------------------------------------- CUDA (when present)
+
+cuda_only = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+
+
+@cuda_only
+@pytest.mark.parametrize("causal", [True, False])
+def test_cuda_forward_and_backward_match_dense(causal):
+    for T, k, d, H, D in [(64, 7, 8, 2, 32), (33, 5, 3, 2, 8), (5, 4, 2, 1, 16)]:
+        q, kk, v = (x.cuda().requires_grad_() for x in qkv(2, T, H, D))
+        rpb = torch.randn(H, 2 * k - 1, device="cuda", requires_grad=True)
+        g = torch.randn(2, T, H, D, device="cuda")
+        outs, grads = [], []
+        for fn in (na1d_torch, dense_reference):
+            out = fn(q, kk, v, k, d, causal=causal, rpb=rpb)
+            outs.append(out)
+            grads.append(torch.autograd.grad(out, (q, kk, v, rpb), g))
+        assert (outs[0] - outs[1]).abs().max() <= 1e-4
+        for a, b in zip(*grads):
+            assert (a - b).abs().max() <= 1e-3
+
+
+@cuda_only
+def test_cuda_layer_under_autocast():
+    layer = NeighborhoodAttention1d(64, num_heads=2, kernel_size=7, dilation=4).cuda()
+    assert layer.resolve_backend(torch.randn(1, 64, 64, device="cuda")) == "torch"  # rpb → torch
+    x = torch.randn(4, 100, 64, device="cuda", requires_grad=True)
+    with torch.autocast("cuda", dtype=torch.float16):
+        y = layer(x)
+    assert y.dtype == torch.float16
+    y.float().square().mean().backward()
+    assert torch.isfinite(x.grad).all() and torch.isfinite(layer.rpb.grad).all()
+    ref = layer(x.detach())
+    assert (y.float() - ref).abs().max() < 0.05

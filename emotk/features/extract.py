@@ -1,14 +1,18 @@
 """Frame-feature extraction: face crops of every sample → encoder → the feature store.
 
-Images are decoded and resized in DataLoader worker processes. Each encoder batch holds frames of
-one sample only, cut from the sample's first frame: the batches a frame is encoded in never depend
-on which other samples are still to do, so an interrupted and re-run extraction, or one spread over
-several processes, gives bit-identical features (CPU kernels round differently for different batch
-compositions). A sample is handed to the writer only when all its frames are encoded, so it is
-written whole or not at all. A re-run skips the samples already stored.
+Images are decoded and resized in DataLoader worker processes (uint8, normalised on the device).
+Samples are grouped, in manifest order, into *packs* of consecutive samples holding at least one
+batch of frames; a pack's frames are cut into encoder batches from its first frame. Short clips
+therefore share batches (the encoder always sees full batches), while the batches a frame is
+encoded in depend only on the manifest — never on which samples are still to do or on the number
+of processes — so an interrupted and re-run extraction, or one spread over several processes,
+gives bit-identical features (CPU kernels round differently for different batch compositions).
+A pack with any sample missing is encoded again whole; only its missing samples are written. A
+sample is handed to the writer only when all its frames are encoded, so it is written whole or not
+at all.
 
 Under torchrun (``torchrun --nproc_per_node N -m emotk extract …`` or ``emotk extract --nproc N``)
-rank r takes samples r, r+N, …, writes its own part files, and after a barrier rank 0 merges all
+rank r takes packs r, r+N, …, writes its own part files, and after a barrier rank 0 merges all
 parts into ``<name>.h5`` and writes failures.csv.
 
 A frame image that cannot be decoded (truncated or corrupt jpg) is masked like a missing crop and
@@ -67,13 +71,11 @@ def list_frames(folder: Path, frame_base: int, n_frames: int) -> list[tuple[int,
 
 
 class FrameImages(Dataset):
-    """Flat list of (sample number, frame index, image path) → normalised tensors."""
+    """Flat list of (sample number, frame index, image path) → uint8 ``[3, S, S]`` tensors."""
 
     def __init__(self, items: list[tuple[int, int, Path]], image_size: int):
         self.items = items
         self.size = image_size
-        self.mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
-        self.std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
 
     def __len__(self) -> int:
         return len(self.items)
@@ -85,18 +87,43 @@ class FrameImages(Dataset):
                 im = im.convert("RGB")
                 if im.size != (self.size, self.size):
                     im = im.resize((self.size, self.size), Image.BILINEAR)
-                arr = np.asarray(im, dtype=np.uint8)
-            x = (torch.from_numpy(arr.copy()).permute(2, 0, 1).float() / 255.0 - self.mean) / self.std
+                x = torch.from_numpy(np.array(im, dtype=np.uint8)).permute(2, 0, 1)
             ok = True
         except Exception:  # unreadable image: reported by the main process
-            x, ok = torch.zeros(3, self.size, self.size), False
+            x, ok = torch.zeros(3, self.size, self.size, dtype=torch.uint8), False
         return s, f, x, ok
 
 
-def sample_batches(frame_counts: list[int], batch_size: int) -> list[list[int]]:
-    """Batches of item indices, each within one sample, cut from the sample's first frame."""
+class Normalize(torch.nn.Module):
+    """uint8 images → ImageNet-normalised floats, on the encoder's device."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1) * 255)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1) * 255)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x.float() - self.mean) / self.std
+
+
+def make_packs(frame_counts: list[int], batch_size: int) -> list[list[int]]:
+    """Group consecutive samples (by position) into packs of at least ``batch_size`` frames."""
+    packs, current, size = [], [], 0
+    for s, n in enumerate(frame_counts):
+        current.append(s)
+        size += n
+        if size >= batch_size:
+            packs.append(current)
+            current, size = [], 0
+    if current:
+        packs.append(current)
+    return packs
+
+
+def pack_batches(pack_sizes: list[int], batch_size: int) -> list[list[int]]:
+    """Batches of item indices, each within one pack, cut from the pack's first frame."""
     out, offset = [], 0
-    for n in frame_counts:
+    for n in pack_sizes:
         out += [list(range(offset + i, offset + min(i + batch_size, n))) for i in range(0, n, batch_size)]
         offset += n
     return out
@@ -137,33 +164,35 @@ def extract_frames(
     summary = ExtractSummary(name=name, path=path)
     done = writer.done_ids()
 
-    rows = [r for r in manifest.iter_rows(named=True)]
-    rows = rows[rank::world_size]
-    todo, frame_lists = [], []
-    for row in rows:
-        sid = row["sample_id"]
-        if sid in done:
-            summary.skipped_existing += 1
-            continue
+    rows, frame_lists = [], []
+    for row in manifest.iter_rows(named=True):  # every rank lists every sample: packs must not depend on rank
         folder = ws.media_path(dataset, row)
         frames = list_frames(folder, row["frame_base"] or 0, row["n_frames"]) if folder.is_dir() else []
         if every > 1:
             frames = [(i, p) for i, p in frames if i % every == 0]
         if not frames:
-            summary.failures.append(failure(sid, "extract", folder, "no frame images found",
-                                            "re-run `emotk prepare` or restore the crops"))
+            if rank == 0 and row["sample_id"] not in done:
+                summary.failures.append(failure(row["sample_id"], "extract", folder, "no frame images found",
+                                                "re-run `emotk prepare` or restore the crops"))
             continue
-        todo.append(row)
+        rows.append(row)
         frame_lists.append(frames)
-
-    items = [(s, i, p) for s, frames in enumerate(frame_lists) for i, p in frames]
-    remaining = [len(f) for f in frame_lists]
+    packs = make_packs([len(f) for f in frame_lists], batch_size)[rank::world_size]
+    todo_packs = [p for p in packs if any(rows[s]["sample_id"] not in done for s in p)]
+    summary.skipped_existing = sum(rows[s]["sample_id"] in done for p in packs for s in p)
+    order = [s for p in todo_packs for s in p]
+    todo = [rows[s] for s in order]
+    lists = [frame_lists[s] for s in order]
+    keep = [row["sample_id"] not in done for row in todo]  # samples of a redone pack already stored: not rewritten
+    items = [(k, i, p) for k, frames in enumerate(lists) for i, p in frames]
+    remaining = [len(f) for f in lists]
     feats: dict[int, np.ndarray] = {}
     masks: dict[int, np.ndarray] = {}
-    module = enc.module.to(device)
+    module = torch.nn.Sequential(Normalize(), enc.module).to(device).eval()
     if device.startswith("cuda"):
         module = module.to(memory_format=torch.channels_last)
-    loader = DataLoader(FrameImages(items, image_size), batch_sampler=sample_batches(remaining, batch_size),
+    batches = pack_batches([sum(len(frame_lists[s]) for s in p) for p in todo_packs], batch_size)
+    loader = DataLoader(FrameImages(items, image_size), batch_sampler=batches,
                         num_workers=num_workers, pin_memory=device.startswith("cuda"),
                         persistent_workers=False, prefetch_factor=4 if num_workers else None)
     np_dtype = np.float16 if dtype == "float16" else np.float32
@@ -186,14 +215,16 @@ def extract_frames(
                 if good:
                     feats[s][f] = vec
                     masks[s][f] = True
-                else:
+                elif keep[s]:
                     summary.failures.append(failure(
-                        row["sample_id"], "extract-frame", dict(frame_lists[s])[f],
+                        row["sample_id"], "extract-frame", dict(lists[s])[f],
                         "image cannot be decoded (truncated or corrupt); the frame is masked like a missing crop",
                         "restore this crop and run extract on a new --name to include it, or leave it masked"))
                 remaining[s] -= 1
                 if remaining[s] == 0:
-                    _finish_sample(writer, summary, row, feats.pop(s), masks.pop(s), np_dtype)
+                    sample_feats, sample_mask = feats.pop(s), masks.pop(s)
+                    if keep[s]:
+                        _finish_sample(writer, summary, row, sample_feats, sample_mask, np_dtype)
             bar.update(len(f_idx))
     bar.close()
     writer.flush()
