@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from emotk.errors import ModelError
-from emotk.models.na import (NeighborhoodAttention1d, centred_window, dense_reference, na1d_natten, na1d_torch,
-                             natten_available)
+from emotk.models.na import (IMPLS, NeighborhoodAttention1d, causal_window, centred_window, dense_reference,
+                             na1d_natten, na1d_torch, natten_available)
 
 CASES = [  # (T, k, d, heads, head_dim) — includes T < k·d and even k
     (20, 3, 2, 2, 8),
@@ -61,10 +61,11 @@ def loop_reference(q, k, v, ks, d, causal, rpb=None):
 def test_matches_dense_masked_attention(T, k, d, H, D, causal):
     q, kk, v = qkv(2, T, H, D)
     rpb = torch.randn(H, 2 * k - 1)
-    for bias in (None, rpb):
-        ours = na1d_torch(q, kk, v, k, d, causal=causal, rpb=bias)
-        assert ours.shape == q.shape
-        assert (ours - dense_reference(q, kk, v, k, d, causal=causal, rpb=bias)).abs().max() <= 1e-5
+    for impl in IMPLS if causal else ("auto", "gather"):
+        for bias in (None, rpb):
+            ours = na1d_torch(q, kk, v, k, d, causal=causal, rpb=bias, impl=impl)
+            assert ours.shape == q.shape
+            assert (ours - dense_reference(q, kk, v, k, d, causal=causal, rpb=bias)).abs().max() <= 1e-5
 
 
 @pytest.mark.parametrize("causal", [True, False])
@@ -84,6 +85,9 @@ def test_centred_window_geometry_is_natten_like():
     assert index[19].tolist() == [15, 17, 19] and index[20].tolist() == [16, 18, 20]
     assert slot[0].tolist() == [2, 3, 4] and slot[10].tolist() == [1, 2, 3] and slot[20].tolist() == [0, 1, 2]
     assert bool(valid.all())
+    index, slot, valid = causal_window(10, 3, 4)
+    assert index[9].tolist() == [1, 5, 9] and slot[9].tolist() == [0, 1, 2] and valid[9].all()
+    assert valid[5].tolist() == [False, True, True] and valid[0].tolist() == [False, False, True]
 
 
 @pytest.mark.parametrize("causal", [True, False])
@@ -92,18 +96,18 @@ def test_gradients_match_dense_reference(causal):
         q, kk, v = qkv(2, T, H, D, dtype=torch.float64, grad=True)
         rpb = torch.randn(H, 2 * k - 1, dtype=torch.float64, requires_grad=True)
         g = torch.randn(2, T, H, D, dtype=torch.float64)
-        grads = []
-        for fn in (na1d_torch, dense_reference):
-            out = fn(q, kk, v, k, d, causal=causal, rpb=rpb)
-            grads.append(torch.autograd.grad(out, (q, kk, v, rpb), g))
-        for a, b in zip(*grads):
-            assert torch.allclose(a, b, atol=1e-10)
+        ref = torch.autograd.grad(dense_reference(q, kk, v, k, d, causal=causal, rpb=rpb), (q, kk, v, rpb), g)
+        for impl in ("shift", "gather") if causal else ("gather",):
+            out = na1d_torch(q, kk, v, k, d, causal=causal, rpb=rpb, impl=impl)
+            for a, b in zip(torch.autograd.grad(out, (q, kk, v, rpb), g), ref):
+                assert torch.allclose(a, b, atol=1e-10), impl
 
 
 def test_gradcheck_causal():
     q, kk, v = qkv(1, 11, 2, 3, dtype=torch.float64, grad=True)
     rpb = torch.randn(2, 5, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda a, b, c, r: na1d_torch(a, b, c, 3, 2, causal=True, rpb=r), (q, kk, v, rpb))
+    assert torch.autograd.gradcheck(lambda a, b, c, r: na1d_torch(a, b, c, 3, 2, causal=True, rpb=r, impl="shift"),
+                                    (q, kk, v, rpb), fast_mode=True)
 
 
 def test_causal_rpb_uses_only_the_first_k_slots():
@@ -114,16 +118,17 @@ def test_causal_rpb_uses_only_the_first_k_slots():
     assert rpb.grad[:, 5:].abs().sum() == 0
 
 
+@pytest.mark.parametrize("impl", ["shift", "gather"])
 @pytest.mark.parametrize("T,k,d", [(30, 3, 4), (64, 7, 8), (17, 5, 1), (12, 1, 3)])
-def test_never_looks_at_the_future(T, k, d):
+def test_never_looks_at_the_future(T, k, d, impl):
     q, kk, v = qkv(1, T, 2, 8)
     rpb = torch.randn(2, 2 * k - 1)
-    base = na1d_torch(q, kk, v, k, d, causal=True, rpb=rpb)
+    base = na1d_torch(q, kk, v, k, d, causal=True, rpb=rpb, impl=impl)
     for t in range(0, T - 1, 3):
         q2, k2, v2 = (x.clone() for x in (q, kk, v))
         for x in (q2, k2, v2):
             x[:, t + 1:] = torch.randn_like(x[:, t + 1:]) * 10
-        out = na1d_torch(q2, k2, v2, k, d, causal=True, rpb=rpb)
+        out = na1d_torch(q2, k2, v2, k, d, causal=True, rpb=rpb, impl=impl)
         assert torch.equal(out[:, :t + 1], base[:, :t + 1])
         assert not torch.allclose(out[:, t + 1:], base[:, t + 1:])
 

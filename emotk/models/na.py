@@ -20,9 +20,10 @@ steps). A causal window only uses offsets −(k−1)…0, i.e. the first k entri
 h·(2k−1) parameters so parameter counts match the released model (the other k−1 entries get no
 gradient and are inert).
 
-No T×T matrix is ever formed: the causal path gathers the k dilated neighbours with k shifted views of
-the left-padded keys/values inside a custom autograd function (memory O(B·T·C + B·T·h·k)); the
-centred path gathers with an index tensor.
+No T×T matrix is ever formed. Two implementations (``na1d_torch(impl=...)``): "shift" — k shifted
+views of the left-padded keys/values inside a custom autograd function, no k-fold copies (memory
+O(B·T·C + B·T·h·k); causal only; fastest on CPU); "gather" — one index gather of the k neighbours
+with plain autograd, few large kernels (GPU, and the centred window).
 """
 
 from __future__ import annotations
@@ -150,9 +151,29 @@ def _causal_torch(q, k, v, ks, d, rpb, scale):
     return _CausalNA.apply(q, k, v, bias, ks, d, scale)
 
 
-def _centred_torch(q, k, v, ks, d, rpb, scale):
+@lru_cache(maxsize=256)
+def causal_window(T: int, k: int, d: int, device: str = "cpu") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Causal dilated window as (index [T, k], bias slot [T, k], valid [T, k]); slot i is frame
+    t − (k−1−i)·d (rpb column i); frames before 0 are invalid (index clamped to 0, masked)."""
+    t = torch.arange(T)[:, None]
+    back = (k - 1 - torch.arange(k))[None, :] * d
+    index = t - back
+    valid = index >= 0
+    bias_slot = torch.arange(k)[None, :].expand(T, k)
+    return index.clamp(min=0).to(device), bias_slot.contiguous().to(device), valid.to(device)
+
+
+@lru_cache(maxsize=256)
+def _window(T: int, k: int, d: int, device: str, causal: bool):
+    index, bias_slot, valid = (causal_window if causal else centred_window)(T, k, d, "cpu")
+    complete = bool(valid.all())
+    return index.to(device), bias_slot.to(device), valid.to(device), complete
+
+
+def _gather_torch(q, k, v, ks, d, rpb, scale, causal):
+    """Index-gather NA (plain autograd): few large kernels — the fast path on GPUs."""
     B, T, H, Dh = q.shape
-    index, bias_slot, valid = centred_window(T, ks, d, str(q.device))
+    index, bias_slot, valid, complete = _window(T, ks, d, str(q.device), causal)
     flat = index.reshape(-1)
     kw = k.index_select(1, flat).view(B, T, ks, H, Dh)
     vw = v.index_select(1, flat).view(B, T, ks, H, Dh)
@@ -160,18 +181,32 @@ def _centred_torch(q, k, v, ks, d, rpb, scale):
     s = (q.unsqueeze(2) * kw).sum(-1).to(acc) * scale  # [B, T, k, H]
     if rpb is not None:
         s = s + rpb.to(acc)[:, bias_slot].permute(1, 2, 0)  # [T, k, H]
-    if not bool(valid.all()):
+    if not complete:
         s = s.masked_fill(~valid[..., None], float("-inf"))
     a = torch.softmax(s, dim=2).to(q.dtype)
     return (a.unsqueeze(-1) * vw).sum(2)
 
 
-def na1d_torch(q, k, v, kernel_size: int, dilation: int = 1, *, causal: bool = True, rpb=None, scale=None):
-    """emotk's PyTorch neighborhood attention (CPU and GPU, forward and backward, optional rpb)."""
+IMPLS = ("auto", "shift", "gather")
+
+
+def na1d_torch(q, k, v, kernel_size: int, dilation: int = 1, *, causal: bool = True, rpb=None, scale=None,
+               impl: str = "auto"):
+    """emotk's PyTorch neighborhood attention (CPU and GPU, forward and backward, optional rpb).
+
+    ``impl``: "shift" (causal only: k shifted views in a custom autograd function, no k-fold copies —
+    fastest on CPU), "gather" (index gather, plain autograd, ~10 large kernels — fastest on GPU where
+    kernel launches dominate), "auto" (shift for causal CPU tensors, else gather).
+    """
     _check(q, k, v, kernel_size, dilation, rpb)
+    if impl not in IMPLS:
+        raise ValueError(f"impl must be one of {IMPLS}; got {impl!r}")
     scale = q.shape[-1] ** -0.5 if scale is None else scale
-    fn = _causal_torch if causal else _centred_torch
-    return fn(q, k, v, kernel_size, dilation, rpb, scale)
+    if impl == "shift" and not causal:
+        raise ValueError("the shift implementation is causal only")
+    if impl == "shift" or (impl == "auto" and causal and not q.is_cuda):
+        return _causal_torch(q, k, v, kernel_size, dilation, rpb, scale)
+    return _gather_torch(q, k, v, kernel_size, dilation, rpb, scale, causal)
 
 
 def _check(q, k, v, ks, d, rpb):
@@ -342,5 +377,5 @@ def dense_reference(q, k, v, kernel_size: int, dilation: int = 1, *, causal: boo
     return (a @ vh).transpose(1, 2)
 
 
-__all__ = ["BACKENDS", "NeighborhoodAttention1d", "centred_window", "dense_reference", "na1d", "na1d_natten",
+__all__ = ["BACKENDS", "IMPLS", "NeighborhoodAttention1d", "causal_window", "centred_window", "dense_reference", "na1d", "na1d_natten",
            "na1d_torch", "natten_available"]

@@ -16,6 +16,7 @@ them instead of repeating numbers:
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -127,8 +128,6 @@ def build(name: str, size: str | None = None, dataset: str | None = None, **over
     preset = find_preset(name, size, dataset)
     config = dict(preset.config) if preset else {}
     config.update(overrides)
-    import inspect
-
     params = inspect.signature(info.builder).parameters
     unknown = sorted(k for k in config if k not in params)
     if unknown and not any(p.kind is p.VAR_KEYWORD for p in params.values()):
