@@ -18,7 +18,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from emotk.models.na import na1d_torch
+from emotk.models.na import na1d_natten, na1d_torch, natten_available
 from emotk.models.tcn import NACBlock
 
 
@@ -101,14 +101,19 @@ def main() -> None:
             "dense": dense_masked(mask),
             "sdpa": sdpa_masked(mask),
         }
-        with torch.no_grad():  # all three compute the same attention
+        with torch.no_grad():  # all compute the same attention
             ref = na1d_torch(q, kk, v, k, d, causal=True)
             for n in ("dense", "sdpa"):
                 assert (fns[n](q, kk, v) - ref).abs().max() < 1e-4, n
+        if natten_available() and device.type == "cuda":  # NATTEN trains only on CUDA (CPU: forward only)
+            fns["natten"] = lambda q, kk, v: na1d_natten(q, kk, v, k, d, causal=True)
+            with torch.no_grad():
+                assert (fns["natten"](q, kk, v) - ref).abs().max() < 1e-4, "natten"
         best = best_of({n: (lambda f=f: fwd_bwd(f, (q, kk, v), g, device)) for n, f in fns.items()}, reps)
         na = best["na"]
+        extra = f" | natten {best['natten'] * 1e3:8.2f} ms ({best['natten'] / na:5.2f}x)" if "natten" in best else ""
         print(f"T={T:5d}  NA {na * 1e3:8.2f} ms | dense {best['dense'] * 1e3:9.2f} ms ({best['dense'] / na:6.1f}x) "
-              f"| sdpa {best['sdpa'] * 1e3:9.2f} ms ({best['sdpa'] / na:6.1f}x)   [reps {reps}]")
+              f"| sdpa {best['sdpa'] * 1e3:9.2f} ms ({best['sdpa'] / na:6.1f}x){extra}   [reps {reps}]")
 
         # the NA core's share of one NAC-TCN block (C→C, k, d, heads H, causal NA, dropout 0)
         block = NACBlock(C, C, k, d, dropout=0.0, heads=H, na_backend="torch").to(device)

@@ -1,6 +1,6 @@
 """Frame-feature extraction: face crops of every sample → encoder → the feature store.
 
-Images are decoded and resized in DataLoader worker processes (uint8, normalised on the device).
+Images are decoded in DataLoader worker processes (uint8), resized and normalised on the encoder's device.
 Samples are grouped, in manifest order, into *packs* of consecutive samples holding at least one
 batch of frames; a pack's frames are cut into encoder batches from its first frame. Short clips
 therefore share batches (the encoder always sees full batches), while the batches a frame is
@@ -22,11 +22,13 @@ and listed.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
@@ -48,6 +50,7 @@ class ExtractSummary:
     frames: int = 0
     frames_missing: int = 0
     bad_frames: int = 0
+    steady_seconds: float = 0.0  # from the first encoded batch to the last write (excludes start-up)
     failures: list[dict] = field(default_factory=list)
 
     def lines(self) -> list[str]:
@@ -71,7 +74,12 @@ def list_frames(folder: Path, frame_base: int, n_frames: int) -> list[tuple[int,
 
 
 class FrameImages(Dataset):
-    """Flat list of (sample number, frame index, image path) → uint8 ``[3, S, S]`` tensors."""
+    """Flat list of (sample number, frame index, image path) → uint8 ``[3, H, W]`` tensors at native size.
+
+    Resizing to the encoder's input size happens batched on the encoder's device (:class:`Prepare`),
+    which keeps the workers' work and the inter-process traffic small; a batch whose images differ
+    in size is resized in the worker by :func:`collate_frames`.
+    """
 
     def __init__(self, items: list[tuple[int, int, Path]], image_size: int):
         self.items = items
@@ -84,26 +92,39 @@ class FrameImages(Dataset):
         s, f, path = self.items[i]
         try:
             with Image.open(path) as im:
-                im = im.convert("RGB")
-                if im.size != (self.size, self.size):
-                    im = im.resize((self.size, self.size), Image.BILINEAR)
-                x = torch.from_numpy(np.array(im, dtype=np.uint8)).permute(2, 0, 1)
+                x = torch.from_numpy(np.array(im.convert("RGB"), dtype=np.uint8)).permute(2, 0, 1)
             ok = True
         except Exception:  # unreadable image: reported by the main process
-            x, ok = torch.zeros(3, self.size, self.size, dtype=torch.uint8), False
-        return s, f, x, ok
+            x, ok = None, False
+        return s, f, x, ok, self.size
 
 
-class Normalize(torch.nn.Module):
-    """uint8 images → ImageNet-normalised floats, on the encoder's device."""
+def collate_frames(batch):
+    """Stack a batch; images of mixed sizes (or unreadable ones) are first brought to the encoder size."""
+    s, f, xs, ok, size = zip(*batch)
+    shapes = {x.shape for x in xs if x is not None}
+    if len(shapes) != 1 or None in xs:
+        xs = [torch.zeros(3, size[0], size[0], dtype=torch.uint8) if x is None else
+              x if x.shape[1:] == (size[0], size[0]) else
+              F.interpolate(x[None].float(), size=(size[0], size[0]), mode="bilinear", antialias=True,
+                            align_corners=False).round().clamp(0, 255).to(torch.uint8)[0] for x in xs]
+    return torch.tensor(s), torch.tensor(f), torch.stack(xs), torch.tensor(ok)
 
-    def __init__(self):
+
+class Prepare(torch.nn.Module):
+    """uint8 images → resized to ``size`` (bilinear, antialiased) → ImageNet-normalised floats."""
+
+    def __init__(self, size: int):
         super().__init__()
+        self.size = size
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1) * 255)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1) * 255)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return (x.float() - self.mean) / self.std
+        x = x.float()
+        if x.shape[-2:] != (self.size, self.size):
+            x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", antialias=True, align_corners=False)
+        return (x - self.mean) / self.std
 
 
 def make_packs(frame_counts: list[int], batch_size: int) -> list[list[int]]:
@@ -188,15 +209,16 @@ def extract_frames(
     remaining = [len(f) for f in lists]
     feats: dict[int, np.ndarray] = {}
     masks: dict[int, np.ndarray] = {}
-    module = torch.nn.Sequential(Normalize(), enc.module).to(device).eval()
+    module = torch.nn.Sequential(Prepare(image_size), enc.module).to(device).eval()
     if device.startswith("cuda"):
         module = module.to(memory_format=torch.channels_last)
     batches = pack_batches([sum(len(frame_lists[s]) for s in p) for p in todo_packs], batch_size)
-    loader = DataLoader(FrameImages(items, image_size), batch_sampler=batches,
+    loader = DataLoader(FrameImages(items, image_size), batch_sampler=batches, collate_fn=collate_frames,
                         num_workers=num_workers, pin_memory=device.startswith("cuda"),
                         persistent_workers=False, prefetch_factor=4 if num_workers else None)
     np_dtype = np.float16 if dtype == "float16" else np.float32
     bar = tqdm(total=len(items), unit="frame", desc=f"extract {name}", disable=not (progress and info.is_main))
+    t_first = None  # steady-state timing: from the first encoded batch on (excludes start-up)
     with torch.inference_mode():
         for s_idx, f_idx, x, ok in loader:
             x = x.to(device, non_blocking=True)
@@ -207,20 +229,25 @@ def extract_frames(
             else:
                 y = module(x)
             y = y.cpu().numpy()
-            for s, f, vec, good in zip(s_idx.tolist(), f_idx.tolist(), y, ok.tolist()):
-                row = todo[s]
+            if t_first is None:
+                t_first = time.perf_counter()
+            s_all, f_all, ok_all = s_idx.numpy(), f_idx.numpy(), ok.numpy()
+            for s in np.unique(s_all):  # a batch holds a few samples: assign their rows at once
+                s = int(s)
+                row, sel = todo[s], s_all == s
                 if s not in feats:
                     feats[s] = np.zeros((row["n_frames"], enc.dim), dtype=np.float32)
                     masks[s] = np.zeros(row["n_frames"], dtype=bool)
-                if good:
-                    feats[s][f] = vec
-                    masks[s][f] = True
-                elif keep[s]:
-                    summary.failures.append(failure(
-                        row["sample_id"], "extract-frame", dict(lists[s])[f],
-                        "image cannot be decoded (truncated or corrupt); the frame is masked like a missing crop",
-                        "restore this crop and run extract on a new --name to include it, or leave it masked"))
-                remaining[s] -= 1
+                good = sel & ok_all
+                feats[s][f_all[good]] = y[good]
+                masks[s][f_all[good]] = True
+                if keep[s]:
+                    for f in f_all[sel & ~ok_all].tolist():
+                        summary.failures.append(failure(
+                            row["sample_id"], "extract-frame", dict(lists[s])[f],
+                            "image cannot be decoded (truncated or corrupt); the frame is masked like a missing crop",
+                            "restore this crop and run extract on a new --name to include it, or leave it masked"))
+                remaining[s] -= int(sel.sum())
                 if remaining[s] == 0:
                     sample_feats, sample_mask = feats.pop(s), masks.pop(s)
                     if keep[s]:
@@ -228,6 +255,8 @@ def extract_frames(
             bar.update(len(f_idx))
     bar.close()
     writer.flush()
+    if t_first is not None:
+        summary.steady_seconds = time.perf_counter() - t_first
     if info.distributed:  # totals and failures to rank 0, which merges once every rank is done
         everyone = ddp.gather_objects(summary)
         if info.is_main:
