@@ -183,7 +183,9 @@ def train(
     nproc: int = typer.Option(1, help="Data-parallel processes on this machine (launches torchrun; --batch-size stays the global batch)."),
     gpus: Optional[str] = typer.Option(None, help="Spread the fold × seed runs over these GPUs, one run each at a time, e.g. 0,1,2,3 ('cpu' slots run on the CPU)."),
     allow_leak: bool = typer.Option(False, "--allow-leak", help="Train even if the split puts a subject in two parts."),
-    option: list[str] = typer.Option([], "--option", "-o", help="Model option KEY=VALUE (JSON value), e.g. -o na_mode=\"lagged\"."),
+    na_mode: Optional[str] = typer.Option(None, help="NAC-TCN attention window: causal (the paper) or lagged (the released code's pad-and-chomp)."),
+    na_backend: Optional[str] = typer.Option(None, help="Neighborhood attention kernels: auto, torch or natten (CUDA, no positional bias)."),
+    option: list[str] = typer.Option([], "--option", "-o", help="Model option KEY=VALUE (JSON value), e.g. -o dilation_bug=true (see docs/models.md)."),
     runs: Optional[Path] = typer.Option(None, help="Runs folder [default: <workspace>/runs]."),
     dataset: Optional[str] = DatasetOpt,
     workspace: Optional[Path] = WorkspaceOpt,
@@ -212,6 +214,12 @@ def train(
             options[key] = json.loads(value)
         except json.JSONDecodeError:
             options[key] = value
+    options.update({k: v for k, v in {"na_mode": na_mode, "na_backend": na_backend}.items() if v is not None})
+    from emotk.models import find_preset, model_info
+
+    model_info(model)  # unknown model: a clear error before anything runs
+    preset = find_preset(model, size, ds)
+    size = preset.size if preset else size  # run folders and tables name the preset actually used
     from emotk.splits import read_split
 
     table = read_split(ws, ds, split_name)

@@ -8,6 +8,7 @@ stage=1
 stop_stage=100
 epochs=""            # empty: the recipe's paper setting
 seeds="1,2,3"
+folds=5              # subject folds (AFEW-VA's table; AffWild2's k-fold protocol)
 weights="imagenet"   # imagenet | none | PATH (none: offline smoke tests)
 image_size=224
 device=""
@@ -17,7 +18,7 @@ emotk=(emotk)        # how to call emotk (tests use: python -m emotk)
 usage() {
   cat <<USAGE
 Usage: $0 --root RAW_DIR [--workspace DIR] [--stage N] [--stop-stage M] [--epochs E]
-          [--seeds 1,2,3] [--weights imagenet|none|PATH] [--image-size PX] [--device cuda]
+          [--seeds 1,2,3] [--folds 5] [--weights imagenet|none|PATH] [--image-size PX] [--device cuda]
           [--models "nactcn:sm gru ..."]
 USAGE
 }
@@ -30,6 +31,7 @@ while [ $# -gt 0 ]; do
     --stop-stage) stop_stage="$2"; shift 2 ;;
     --epochs) epochs="$2"; shift 2 ;;
     --seeds) seeds="$2"; shift 2 ;;
+    --folds) folds="$2"; shift 2 ;;
     --weights) weights="$2"; shift 2 ;;
     --image-size) image_size="$2"; shift 2 ;;
     --device) device="$2"; shift 2 ;;

@@ -90,7 +90,7 @@ def test_train_and_report(ws):
             "-o", "hidden=32", "-o", "layers=1"]
     out = run_cli(*args, "--seeds", "1,2", workspace=ws)
     assert "official seed 2: ccc" in out.stdout
-    run = ws / "runs/affwild2/gru-default/official/official-seed1"
+    run = ws / "runs/affwild2/gru-sm/official/official-seed1"
     for name in ("config.json", "checkpoint.pt", "best.pt", "history.csv", "metrics.json", "predictions.parquet"):
         assert (run / name).exists(), name
     config = json.loads((run / "config.json").read_text())
@@ -117,5 +117,5 @@ def test_train_and_report(ws):
 def test_train_kfold_all_folds(ws):
     run_cli("train", "gru", "--split", "subject-k3-train", "--fold", "all", "--epochs", "1", "--seq-len", "16",
             "--quiet", "-o", "hidden=16", "-o", "layers=1", workspace=ws)
-    runs = sorted(p.name for p in (ws / "runs/affwild2/gru-default/subject-k3-train").iterdir())
+    runs = sorted(p.name for p in (ws / "runs/affwild2/gru-sm/subject-k3-train").iterdir())
     assert runs == ["fold0-seed1", "fold1-seed1", "fold2-seed1"]

@@ -242,6 +242,16 @@ def _out_dim(task: Task) -> int:
     return task.n_classes if task.kind.endswith("classification") else len(task.targets)
 
 
+def _macs(model, in_dim: int, seq_len: int) -> int | None:
+    """True MACs of one forward pass at the paper's sequence length (for the report's MACs column)."""
+    from emotk.models.counting import count_macs
+
+    try:
+        return int(count_macs(model, in_dim, seq_len))
+    except Exception:  # counting is informative only; never fail a run over it
+        return None
+
+
 def build_model(cfg: TrainConfig, task: Task, in_dim: int):
     return build(cfg.model, cfg.size, cfg.dataset, in_dim=in_dim, out_dim=_out_dim(task), head=task.head, **cfg.model_options)
 
@@ -346,6 +356,8 @@ def train_run(ws: Workspace, cfg: TrainConfig, resume: bool = True, progress: bo
     config = {
         **asdict(cfg), "run_dir": str(out_dir), "protocol": protocol, "metric": primary, "task": asdict(task),
         "seq_len": seq_len, "params": sum(p.numel() for p in model.parameters()),
+        "macs": _macs(model, train_samples.dim, preset.seq_len if preset and preset.seq_len else seq_len),
+        "macs_seq_len": preset.seq_len if preset and preset.seq_len else seq_len,
         "preset": None if preset is None else {"size": preset.size, "dataset": preset.dataset, "config": preset.config},
         "n_train_samples": len(train_ids), "n_val_samples": len(val_ids),
         "n_train_windows": len(train_set), "n_val_windows": len(val_set),

@@ -11,12 +11,12 @@ fi
 if run_stage 2 "extract regnet_y_400mf frame features (440-d)"; then
   "${emotk[@]}" extract --encoder regnet_y_400mf --weights "$weights" --image-size "$image_size" --quiet
 fi
-if run_stage 3 "split: subject (actor) 5-fold"; then
-  "${emotk[@]}" split --by subject --folds 5
-  "${emotk[@]}" split --check subject-k5
+if run_stage 3 "split: subject (actor) $folds-fold"; then
+  "${emotk[@]}" split --by subject --folds "$folds"
+  "${emotk[@]}" split --check "subject-k$folds"
 fi
 if run_stage 4 "train every model of Table 3 (32-frame clips)"; then
-  train_all subject-k5 10 attn tcn gru lstm tcan lstm_attn gru_attn nactcn:lg nactcn:sm
+  train_all "subject-k$folds" 10 attn tcn gru lstm tcan lstm_attn gru_attn nactcn:lg nactcn:sm
 fi
 if run_stage 5 "report (mean ± std over folds × seeds)"; then
   "${emotk[@]}" report --metric acc --format md --out "$workspace/afewva-table3.md"

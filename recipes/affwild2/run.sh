@@ -11,10 +11,10 @@ fi
 if run_stage 2 "extract regnet_y_400mf frame features (440-d)"; then
   "${emotk[@]}" extract --encoder regnet_y_400mf --weights "$weights" --image-size "$image_size" --quiet
 fi
-if run_stage 3 "splits: official train/validation; subject 5-fold on train"; then
+if run_stage 3 "splits: official train/validation; subject $folds-fold on train"; then
   "${emotk[@]}" split --official
-  "${emotk[@]}" split --by subject --folds 5 --pool train
-  "${emotk[@]}" split --check subject-k5-train
+  "${emotk[@]}" split --by subject --folds "$folds" --pool train
+  "${emotk[@]}" split --check "subject-k$folds-train"
 fi
 if run_stage 4 "train every model of Table 1 on the official split (10 epochs, seeds $seeds)"; then
   train_all official 10 attn tcn gru lstm gru_attn lstm_attn tcan transformer nactcn:sm nactcn:lg
