@@ -99,6 +99,7 @@ def extract(
     num_workers: int = typer.Option(2, help="DataLoader processes decoding images."),
     device: Optional[str] = typer.Option(None, help="cpu, cuda, cuda:1 … [default: cuda when present]."),
     every: int = typer.Option(1, help="Encode every n-th frame only (the others are masked)."),
+    fps: Optional[float] = typer.Option(None, help="Encode about this many frames per second of each video (others masked)."),
     flush_frames: int = typer.Option(4096, help="Frames buffered before a part file is written (a kill loses at most these)."),
     nproc: int = typer.Option(1, help="Processes on this machine (launches torchrun; one GPU each when present)."),
     dataset: Optional[str] = DatasetOpt,
@@ -120,7 +121,7 @@ def extract(
     if nproc > 1 and not distributed.env_info().distributed:
         raise typer.Exit(distributed.launch(nproc, distributed.strip_option(sys.argv[1:], "--nproc")))
     summary = extract_frames(ws, ds, encoder=encoder, weights=weights, name=name, image_size=image_size,
-                             batch_size=batch_size, num_workers=num_workers, device=device, every=every,
+                             batch_size=batch_size, num_workers=num_workers, device=device, every=every, fps=fps,
                              progress=not quiet, flush_frames=flush_frames)
     if distributed.is_main():
         typer.echo("\n".join(summary.lines()))

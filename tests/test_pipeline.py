@@ -119,3 +119,16 @@ def test_train_kfold_all_folds(ws):
             "--quiet", "-o", "hidden=16", "-o", "layers=1", workspace=ws)
     runs = sorted(p.name for p in (ws / "runs/affwild2/gru-sm/subject-k3-train").iterdir())
     assert runs == ["fold0-seed1", "fold1-seed1", "fold2-seed1"]
+
+
+def test_extract_fps_subsampling(ws):
+    run_cli("extract", "--encoder", "regnet_y_400mf", "--weights", "none", "--image-size", "32", "--fps", "15",
+            "--name", "r400-15fps", "--quiet", workspace=ws)
+    with FeatureStore(ws / "affwild2/features/r400-15fps.h5") as store:
+        assert store.attrs["fps"] == 15.0
+        _, mask = store.read("10-60-1280x720_left")  # 60 fps → every 4th frame
+        assert set(np.flatnonzero(mask) % 4) == {0}
+        _, mask = store.read("102")  # no fps in the name: all frames, and a note
+        assert mask.sum() > 30
+    failures = (ws / "affwild2/failures.csv").read_text()
+    assert "102,extract-fps" in failures

@@ -162,12 +162,17 @@ def extract_frames(
     device: str | None = None,
     dtype: str = "float16",
     every: int = 1,
+    fps: float | None = None,
     rank: int | None = None,
     world_size: int | None = None,
     progress: bool = True,
     flush_frames: int = 4096,
 ) -> ExtractSummary:
-    """Encode every sample's frames (``every``-th frame only when > 1); see the module docstring.
+    """Encode every sample's frames; see the module docstring.
+
+    Subsampling: ``every`` keeps every n-th frame; ``fps`` keeps about ``fps`` frames per second of
+    each video (every round(native fps / fps)-th frame; samples whose fps is unknown keep all frames
+    and are listed in failures.csv). Frames left out are masked, the time axis stays native.
 
     ``rank``/``world_size`` default to torchrun's (one process when not under torchrun). Returns this
     rank's summary; under torchrun rank 0's summary counts every rank.
@@ -180,7 +185,7 @@ def extract_frames(
     device = str(ddp.device_for(info, device))
     enc = load_encoder(encoder, weights, image_size)
     provenance = {"extractor": "frames", "encoder": encoder, "weights": enc.weights, "image_size": image_size,
-                  "dim": enc.dim, "dtype": dtype, "every": every, "dataset": dataset}
+                  "dim": enc.dim, "dtype": dtype, "every": every, "fps": fps or "native", "dataset": dataset}
     writer = FeatureWriter(path, provenance, rank=rank, flush_frames=flush_frames, world_size=world_size)
     summary = ExtractSummary(name=name, path=path)
     done = writer.done_ids()
@@ -189,8 +194,16 @@ def extract_frames(
     for row in manifest.iter_rows(named=True):  # every rank lists every sample: packs must not depend on rank
         folder = ws.media_path(dataset, row)
         frames = list_frames(folder, row["frame_base"] or 0, row["n_frames"]) if folder.is_dir() else []
-        if every > 1:
-            frames = [(i, p) for i, p in frames if i % every == 0]
+        step = every
+        if fps:
+            native = row.get("fps")
+            if native and native > 0:
+                step *= max(1, round(native / fps))
+            elif rank == 0 and row["sample_id"] not in done:
+                summary.failures.append(failure(row["sample_id"], "extract-fps", folder, "native frame rate unknown: --fps not applied",
+                                                "nothing (all frames encoded), or use --every N"))
+        if step > 1:
+            frames = [(i, p) for i, p in frames if i % step == 0]
         if not frames:
             if rank == 0 and row["sample_id"] not in done:
                 summary.failures.append(failure(row["sample_id"], "extract", folder, "no frame images found",
