@@ -216,11 +216,9 @@ def train(
         except json.JSONDecodeError:
             options[key] = value
     options.update({k: v for k, v in {"na_mode": na_mode, "na_backend": na_backend}.items() if v is not None})
-    from emotk.models import find_preset, model_info
+    from emotk.models import model_info
 
     model_info(model)  # unknown model: a clear error before anything runs
-    preset = find_preset(model, size, ds)
-    size = preset.size if preset else size  # run folders and tables name the preset actually used
     from emotk.splits import read_split
 
     table = read_split(ws, ds, split_name)
@@ -300,7 +298,7 @@ def report(
 
     paths = runs or [_ws(workspace).runs_dir()]
     frame = rep.collect(paths)
-    metric = metric or frame["metric"][0] if "metric" in frame.columns else metric
+    metric = metric or rep.primary_metric(paths)
     text = rep.render(rep.summarize(frame, metric), metric, fmt)
     typer.echo(text)
     if out:

@@ -179,6 +179,15 @@ def _metric_columns(df: pl.DataFrame) -> list[str]:
 # --------------------------------------------------------------------------------------- summary
 
 
+def primary_metric(paths: Iterable[str | Path]) -> str:
+    """The primary metric the runs under ``paths`` were selected on (config.json ``metric``); one only."""
+    names = sorted({_read_json(run / "config.json").get("metric") for run in find_runs(paths)} - {None})
+    if len(names) != 1:
+        raise RunError(f"the runs use {'different primary metrics (' + ', '.join(names) + ')' if names else 'no recorded metric'}: "
+                       "pass --metric, or point report at one dataset's runs.")
+    return names[0]
+
+
 def summarize(df: pl.DataFrame, metric: str) -> pl.DataFrame:
     """Mean ± std of ``metric`` over every fold × seed of each (model, size, dataset, split, protocol).
 

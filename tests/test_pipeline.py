@@ -105,6 +105,7 @@ def test_train_and_report(ws):
     again = run_cli(*args, "--seeds", "1", workspace=ws)  # finished runs are not redone
     assert f"{metrics['metrics']['ccc']:.4f}" in again.stdout
 
+    assert "ccc ↑" in run_cli("report", workspace=ws).stdout  # the runs' primary metric by default
     table = run_cli("report", "--metric", "ccc", workspace=ws).stdout
     assert "gru" in table and "| 2 |" in table  # two seeds aggregated
     latex = run_cli("report", "--metric", "ccc", "--format", "latex", "--plot", str(ws / "plots"), workspace=ws).stdout

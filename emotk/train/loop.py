@@ -74,6 +74,11 @@ class TrainConfig:
     model_options: dict = field(default_factory=dict)
     runs_dir: str | None = None
 
+    def __post_init__(self):
+        if self.size is None:  # name the preset actually used: run folders and tables say e.g. gru-sm
+            preset = find_preset(self.model, None, self.dataset)
+            self.size = preset.size if preset else None
+
 
 def seed_everything(seed: int) -> None:
     random.seed(seed)
