@@ -232,40 +232,55 @@ def extract_frames(
     np_dtype = np.float16 if dtype == "float16" else np.float32
     bar = tqdm(total=len(items), unit="frame", desc=f"extract {name}", disable=not (progress and info.is_main))
     t_first = None  # steady-state timing: from the first encoded batch on (excludes start-up)
+    cuda = device.startswith("cuda")
+
+    def assemble(s_idx, f_idx, ok, y: np.ndarray) -> None:
+        """Put one batch's features into their samples; hand each completed sample to the writer."""
+        s_all, f_all, ok_all = s_idx.numpy(), f_idx.numpy(), ok.numpy()
+        for s in np.unique(s_all):  # a batch holds a few samples: assign their rows at once
+            s = int(s)
+            row, sel = todo[s], s_all == s
+            if s not in feats:
+                feats[s] = np.zeros((row["n_frames"], enc.dim), dtype=np.float32)
+                masks[s] = np.zeros(row["n_frames"], dtype=bool)
+            good = sel & ok_all
+            feats[s][f_all[good]] = y[good]
+            masks[s][f_all[good]] = True
+            if keep[s]:
+                for f in f_all[sel & ~ok_all].tolist():
+                    summary.failures.append(failure(
+                        row["sample_id"], "extract-frame", dict(lists[s])[f],
+                        "image cannot be decoded (truncated or corrupt); the frame is masked like a missing crop",
+                        "restore this crop and run extract on a new --name to include it, or leave it masked"))
+            remaining[s] -= int(sel.sum())
+            if remaining[s] == 0:
+                sample_feats, sample_mask = feats.pop(s), masks.pop(s)
+                if keep[s]:
+                    _finish_sample(writer, summary, row, sample_feats, sample_mask, np_dtype)
+        bar.update(len(f_idx))
+
+    pending = None  # on CUDA: the previous batch, assembled while the GPU encodes the next one
     with torch.inference_mode():
         for s_idx, f_idx, x, ok in loader:
             x = x.to(device, non_blocking=True)
-            if device.startswith("cuda"):
-                x = x.to(memory_format=torch.channels_last)
+            if cuda:
                 with torch.autocast("cuda", dtype=torch.float16):
-                    y = module(x).float()
+                    y = module(x.to(memory_format=torch.channels_last)).float()
+                host = torch.empty(y.shape, dtype=y.dtype, pin_memory=True)
+                host.copy_(y, non_blocking=True)
+                done_event = torch.cuda.Event()
+                done_event.record()
+                if pending is not None:
+                    pending[-1].synchronize()  # the previous batch's copy only, not this batch's forward
+                    assemble(*pending[:3], pending[3].numpy())
+                pending = (s_idx, f_idx, ok, host, done_event)
             else:
-                y = module(x)
-            y = y.cpu().numpy()
+                assemble(s_idx, f_idx, ok, module(x).numpy())
             if t_first is None:
                 t_first = time.perf_counter()
-            s_all, f_all, ok_all = s_idx.numpy(), f_idx.numpy(), ok.numpy()
-            for s in np.unique(s_all):  # a batch holds a few samples: assign their rows at once
-                s = int(s)
-                row, sel = todo[s], s_all == s
-                if s not in feats:
-                    feats[s] = np.zeros((row["n_frames"], enc.dim), dtype=np.float32)
-                    masks[s] = np.zeros(row["n_frames"], dtype=bool)
-                good = sel & ok_all
-                feats[s][f_all[good]] = y[good]
-                masks[s][f_all[good]] = True
-                if keep[s]:
-                    for f in f_all[sel & ~ok_all].tolist():
-                        summary.failures.append(failure(
-                            row["sample_id"], "extract-frame", dict(lists[s])[f],
-                            "image cannot be decoded (truncated or corrupt); the frame is masked like a missing crop",
-                            "restore this crop and run extract on a new --name to include it, or leave it masked"))
-                remaining[s] -= int(sel.sum())
-                if remaining[s] == 0:
-                    sample_feats, sample_mask = feats.pop(s), masks.pop(s)
-                    if keep[s]:
-                        _finish_sample(writer, summary, row, sample_feats, sample_mask, np_dtype)
-            bar.update(len(f_idx))
+        if pending is not None:
+            pending[-1].synchronize()
+            assemble(*pending[:3], pending[3].numpy())
     bar.close()
     writer.flush()
     if t_first is not None:
