@@ -8,7 +8,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import torch
 import torchvision
 from torch import nn
 
+from emotk.atomic import file_sha256
 from emotk.errors import EmotkError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -52,14 +52,6 @@ def _strip_classifier(model: nn.Module) -> nn.Module:
         parent = getattr(parent, p)
     setattr(parent, leaf, nn.Identity())
     return model
-
-
-def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(chunk), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def load_encoder(name: str, weights: str = "imagenet", image_size: int = 224) -> Encoder:

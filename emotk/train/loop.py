@@ -41,7 +41,7 @@ from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
 from emotk import __version__, metrics
-from emotk.atomic import atomic_path, write_json, write_parquet
+from emotk.atomic import atomic_path, file_sha256, write_json, write_parquet
 from emotk.datasets import get_dataset
 from emotk.datasets.base import Task
 from emotk.errors import EmotkError, RunError, SplitError
@@ -96,17 +96,14 @@ def fingerprint(path: Path, full_limit: int = 64 << 20) -> str:
     """sha256 of a file; for files over ``full_limit`` of its size, first and last MiB (fast, still content-based)."""
     if not path.exists():
         return "missing"
-    h = hashlib.sha256()
     size = path.stat().st_size
+    if size <= full_limit:
+        return file_sha256(path)
+    h = hashlib.sha256(str(size).encode())
     with open(path, "rb") as fh:
-        if size <= full_limit:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                h.update(block)
-        else:
-            h.update(str(size).encode())
-            h.update(fh.read(1 << 20))
-            fh.seek(-(1 << 20), 2)
-            h.update(fh.read(1 << 20))
+        h.update(fh.read(1 << 20))
+        fh.seek(-(1 << 20), 2)
+        h.update(fh.read(1 << 20))
     return h.hexdigest()
 
 
