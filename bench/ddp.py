@@ -5,7 +5,7 @@
 
 Both runs use the same *global* batch (emotk's --batch-size semantics: each of N ranks computes
 batch/N windows and the loss is taken over the gathered global batch, see
-emotk.train.distributed). Per rank, the bench times training steps as emotk's loop runs them
+emotk.distributed). Per rank, the bench times training steps as emotk's loop runs them
 (forward, gather, CCC loss, backward with DDP's all-reduce, Adam step) and the same steps under
 ``no_sync()`` (no gradient all-reduce); the difference is the all-reduce time not hidden behind the
 backward pass. Figures are printed as ratios measured in one run. Synthetic features ([B, T, 440],
@@ -30,7 +30,7 @@ def worker(args) -> None:
     from emotk.datasets import get_dataset
     from emotk.models import build
     from emotk.models.registry import find_preset
-    from emotk.train import distributed as ddp
+    from emotk import distributed as ddp
     from emotk.train.losses import ccc_loss
 
     info = ddp.init("cpu")

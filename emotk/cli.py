@@ -114,7 +114,7 @@ def extract(
     Example: emotk extract --encoder regnet_y_400mf --weights imagenet
     """
     from emotk.features.extract import extract_frames
-    from emotk.train import distributed
+    from emotk import distributed
 
     ws = _ws(workspace)
     ds = ws.resolve_dataset(dataset)
@@ -200,7 +200,7 @@ def train(
 
     Example: emotk train gru --split subject-k5-train --fold all --seeds 1,2,3
     """
-    from emotk.train import distributed
+    from emotk import distributed
     from emotk.train.loop import TrainConfig
     from emotk.train.schedule import parse_slots, run_all
 

@@ -11,7 +11,7 @@ import torch
 from torch.utils.data import BatchSampler, RandomSampler
 
 from emotk.datasets import prepare_dataset
-from emotk.train.distributed import GlobalBatchSampler, shard_sizes, strip_option, torchrun_command
+from emotk.distributed import GlobalBatchSampler, shard_sizes, strip_option, torchrun_command
 from emotk.train.schedule import Job, run_pool
 from emotk.workspace import Workspace
 from tests.procs import EXTRACT, TINY_GRU, assert_same_store, copy_prepared, emotk, store_arrays, torchrun

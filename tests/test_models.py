@@ -9,10 +9,8 @@ from emotk.errors import ModelError
 from emotk.models import MODELS, PRESETS, build, find_preset
 from emotk.models.counting import count_macs, count_macs_paper, count_params
 from emotk.models.na import na1d_natten, natten_available
-from emotk.models.registry import _load_all
 from emotk.models.tcn import NACBlock
 
-_load_all()
 
 D, T = 6, 80
 SMALL = {  # tiny configurations of every model (name, options)

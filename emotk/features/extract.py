@@ -36,7 +36,7 @@ from tqdm import tqdm
 from emotk.datasets.base import failure
 from emotk.features.encoders import IMAGENET_MEAN, IMAGENET_STD, load_encoder
 from emotk.features.store import FeatureWriter, merge_parts
-from emotk.train import distributed as ddp
+from emotk import distributed as ddp
 from emotk.workspace import Workspace, write_failures
 
 

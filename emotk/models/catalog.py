@@ -23,7 +23,7 @@ import polars as pl
 import torch
 
 from emotk.models.counting import count_macs, count_macs_paper, count_params
-from emotk.models.registry import MODELS, PRESETS, Preset, _load_all, build
+from emotk.models.registry import MODELS, PRESETS, Preset, build
 
 # the task heads the trainer uses per dataset (emotk.datasets' Task: head, out_dim) and the feature
 # width of the paper's encoder; "any" = an AffWild2-like per-frame regression.
@@ -72,7 +72,6 @@ def _row(model: str, size: str, dataset: str | None) -> dict:
 def model_table(dataset: str | None = None) -> pl.DataFrame:
     """One row per preset (``dataset`` given: the presets that apply to it — its own, else the
     fallback one — labelled with that dataset)."""
-    _load_all()
     keys = sorted(PRESETS, key=lambda k: (k[0], k[1], k[2] or "~"))
     rows = []
     if dataset is None:

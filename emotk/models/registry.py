@@ -82,7 +82,6 @@ def register_preset(preset: Preset) -> Preset:
 
 
 def model_info(name: str) -> ModelInfo:
-    _load_all()
     if name not in MODELS:
         raise ModelError(
             f"unknown model {name!r}. Known models: {', '.join(sorted(MODELS))}. "
@@ -92,13 +91,11 @@ def model_info(name: str) -> ModelInfo:
 
 
 def sizes_of(name: str) -> list[str]:
-    _load_all()
     return sorted({s for (m, s, _d) in PRESETS if m == name})
 
 
 def find_preset(name: str, size: str | None, dataset: str | None) -> Preset | None:
     """The most specific preset for (name, size, dataset): dataset-specific first, then generic."""
-    _load_all()
     if size is None:
         sizes = sizes_of(name)
         if not sizes:
@@ -137,10 +134,3 @@ def build(name: str, size: str | None = None, dataset: str | None = None, **over
         return info.builder(**config)
     except TypeError as exc:
         raise ModelError(f"cannot build {name!r} with {sorted(config)}: {exc}") from None
-
-
-def _load_all() -> None:
-    """Import every model family module so their decorators run."""
-    import emotk.models.attention  # noqa: F401
-    import emotk.models.tcn  # noqa: F401
-    import emotk.models.temporal  # noqa: F401

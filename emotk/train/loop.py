@@ -17,7 +17,7 @@ depends on (seed, epoch) only, and the checkpoint restores model, optimizer, sch
 and the Python/NumPy/torch (CPU and CUDA) RNG states of every rank, so on CPU a resumed run ends
 with exactly the metrics of an uninterrupted one.
 
-Under torchrun the run is data-parallel (see :mod:`emotk.train.distributed`): ``batch_size`` is the
+Under torchrun the run is data-parallel (see :mod:`emotk.distributed`): ``batch_size`` is the
 global batch, rank 0 writes every file.
 """
 
@@ -47,7 +47,7 @@ from emotk.datasets.base import Task
 from emotk.errors import EmotkError, RunError, SplitError
 from emotk.models import build, find_preset
 from emotk.splits import check, read_split
-from emotk.train import distributed as ddp
+from emotk import distributed as ddp
 from emotk.train.data import WINDOW_BUILDERS, WindowDataset, collate, load_samples
 from emotk.train.losses import LOSSES
 from emotk.workspace import Workspace
