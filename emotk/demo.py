@@ -1,4 +1,10 @@
-"""``emotk demo``: a miniature Aff-Wild2 from a real photograph, through every stage, on the CPU."""
+"""``emotk demo``: a miniature Aff-Wild2 from a real photograph, through every stage.
+
+Runs on the CPU by default (``device="cpu"``), whatever GPUs the machine has, so that it needs no
+driver and prints the same numbers everywhere; ``emotk demo --device cuda`` runs extraction and
+training on a GPU instead. Offline: the photograph ships with scikit-image and the encoder's
+weights are random (``--weights none``).
+"""
 
 from __future__ import annotations
 
@@ -9,6 +15,7 @@ from typing import Callable
 
 from emotk import report as rep
 from emotk.datasets import prepare_dataset
+from emotk.errors import EmotkError
 from emotk.features.extract import extract_frames
 from emotk.splits import make_split
 from emotk.synth import make_affwild2
@@ -17,7 +24,14 @@ from emotk.workspace import Workspace
 
 
 def run_demo(workspace: Path, epochs: int = 8, progress: bool = True, echo: Callable[[str], None] = print,
-             model: str = "gru", seed: int = 1) -> dict:
+             model: str = "gru", seed: int = 1, device: str = "cpu") -> dict:
+    """Build the miniature release under ``workspace`` and run prepare → extract → split → train → report
+    on ``device`` (checked first: a missing GPU is a clear :class:`~emotk.errors.EmotkError`)."""
+    from emotk.distributed import resolve_device
+
+    device = str(resolve_device(device))
+    if epochs < 1:
+        raise EmotkError(f"the demo trains at least 1 epoch; got epochs={epochs}.")
     t0 = time.time()
     workspace = Path(workspace)
     raw = workspace / "raw-affwild2"
@@ -29,17 +43,18 @@ def run_demo(workspace: Path, epochs: int = 8, progress: bool = True, echo: Call
     echo("[2/6] emotk prepare affwild2")
     manifest, failures = prepare_dataset(ws, "affwild2", raw)
     echo(f"      {manifest.height} tracks, {manifest['subject'].n_unique()} subjects, {len(failures)} notes in failures.csv")
-    echo("[3/6] emotk extract --encoder regnet_y_400mf --weights none")
+    echo(f"[3/6] emotk extract --encoder regnet_y_400mf --weights none --device {device}")
     summary = extract_frames(ws, "affwild2", encoder="regnet_y_400mf", weights="none", image_size=112,
-                             batch_size=64, num_workers=0, progress=progress)
+                             batch_size=64, num_workers=0, progress=progress, device=device)
     for line in summary.lines():
         echo("      " + line)
     echo("[4/6] emotk split --official")
     make_split(ws, "affwild2", by="official")
-    echo(f"[5/6] emotk train {model} (official train → validation, {epochs} epochs)")
-    cfg = TrainConfig(model=model, dataset="affwild2", features="regnet_y_400mf", split="official", size="sm",
-                      seed=seed, epochs=epochs, seq_len=64, lr=1e-3, batch_size=8,
-                      model_options={"layers": 2, "hidden": 128})
+    echo(f"[5/6] emotk train {model} --device {device} (official train → validation, {epochs} epochs)")
+    cfg = TrainConfig(model=model, dataset="affwild2", inputs={"frames": "regnet_y_400mf"}, split="official", size="sm",
+                      seed=seed, device=device, model_options={"layers": 2, "hidden": 128},
+                      overrides={"stages.*.epochs": epochs, "seq_len": 64, "stages.*.optimizer.lr": 1e-3,
+                                 "stages.*.batch_size": 8})
     result = train_run(ws, cfg, resume=True, progress=progress)
     echo("[6/6] emotk report --metric ccc")
     table = rep.summarize(rep.collect([ws.runs_dir()]), "ccc")
