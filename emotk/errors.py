@@ -27,3 +27,7 @@ class ModelError(EmotkError):
 
 class RunError(EmotkError):
     """A run directory or checkpoint does not fit the request."""
+
+
+class DiskFullError(EmotkError):
+    """No space left while writing an output; the message says what, how much, and what to free."""

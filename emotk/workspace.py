@@ -11,6 +11,11 @@ Layout::
     <workspace>/<dataset>/features/<name>.h5    one dataset per sample_id (see emotk.features.store)
     <workspace>/<dataset>/splits/<name>.parquet sample_id → fold and/or split
     <workspace>/runs/<dataset>/<model>-<size>/<split>/<fold>-seed<s>/   run directories
+
+Every name a user gives (dataset, feature cache, split, run folder parts) passes :func:`check_name`
+inside the path methods below, so no caller can build a path from an unchecked name, and every path
+they return is confirmed inside the workspace (lexically: a folder the user deliberately made a
+symlink, e.g. ``features/`` on a bigger disk, is followed, not refused).
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,6 +51,23 @@ MANIFEST_COLUMNS = {
 
 FAILURE_FIELDS = ["sample_id", "stage", "file", "reason", "what_to_do"]
 
+#: What a user-given name (dataset, feature cache, split, run folder part) may look like.
+NAME_PATTERN = "[A-Za-z0-9][A-Za-z0-9._-]*"
+NAME_MAX = 128
+_NAME = re.compile(NAME_PATTERN)
+
+
+def check_name(value: str, what: str) -> str:
+    """``value`` if it is a safe file name (``NAME_PATTERN``, at most ``NAME_MAX`` characters), else
+    :class:`WorkspaceError` naming ``what`` (e.g. ``"--name"``) and the accepted pattern."""
+    if not isinstance(value, str) or not _NAME.fullmatch(value) or len(value) > NAME_MAX:
+        raise WorkspaceError(
+            f"{what} {value!r} is not a valid name: use letters, digits, '.', '_' and '-', starting with a "
+            f"letter or digit (pattern {NAME_PATTERN}, at most {NAME_MAX} characters); names are file names "
+            "inside the workspace, never paths."
+        )
+    return value
+
 
 def _version_tuple(v: str) -> tuple[int, ...]:
     return tuple(int(p) for p in v.split(".")[:3] if p.isdigit())
@@ -57,6 +80,11 @@ class Workspace:
     @classmethod
     def open(cls, root: str | os.PathLike | None = None) -> "Workspace":
         root = Path(root or os.environ.get("EMOTK_WORKSPACE") or DEFAULT_WORKSPACE)
+        if root.exists() and not root.is_dir():
+            raise WorkspaceError(
+                f"workspace {root} is a file, not a folder. Pass --workspace (or EMOTK_WORKSPACE) a folder: "
+                "an existing emotk workspace or a new folder name."
+            )
         ws = cls(root.resolve())
         ws._check_version()
         return ws
@@ -81,8 +109,16 @@ class Workspace:
             write_json(stamp, {"emotk_version": __version__})
 
     # --- datasets -------------------------------------------------------------------------
+    def inside(self, path: str | os.PathLike, what: str = "path") -> Path:
+        """``path`` made absolute and normalised, confirmed to lie inside the workspace (WorkspaceError if not)."""
+        root = Path(os.path.abspath(self.root))
+        absolute = Path(os.path.abspath(path))
+        if absolute != root and root not in absolute.parents:
+            raise WorkspaceError(f"{what} {path} lies outside the workspace {root}; emotk writes only inside it.")
+        return absolute
+
     def dataset_dir(self, dataset: str) -> Path:
-        return self.root / dataset
+        return self.inside(self.root / check_name(dataset, "dataset"), "dataset folder")
 
     def prepared(self) -> list[str]:
         if not self.root.is_dir():
@@ -125,34 +161,66 @@ class Workspace:
         return self.dataset_dir(dataset) / "features"
 
     def feature_path(self, dataset: str, name: str) -> Path:
-        return self.features_dir(dataset) / f"{name}.h5"
+        return self.inside(self.features_dir(dataset) / f"{check_name(name, 'feature name')}.h5", "feature cache")
 
     def splits_dir(self, dataset: str) -> Path:
         return self.dataset_dir(dataset) / "splits"
 
     def split_path(self, dataset: str, name: str) -> Path:
-        return self.splits_dir(dataset) / f"{name}.parquet"
+        return self.inside(self.splits_dir(dataset) / f"{check_name(name, 'split name')}.parquet", "split file")
 
     def runs_dir(self) -> Path:
         return self.root / "runs"
 
+    def run_path(self, *names: str, root: str | os.PathLike | None = None) -> Path:
+        """``<runs root>/<name>/<name>/…``: each part checked by :func:`check_name` (e.g. dataset,
+        ``model-size``, split, ``fold0-seed1``); ``root`` defaults to the workspace's ``runs/``."""
+        base = Path(root) if root is not None else self.runs_dir()
+        path = base.joinpath(*(check_name(n, "run folder name") for n in names))
+        return self.inside(path, "run folder") if root is None else path
+
     # --- contracts ------------------------------------------------------------------------
     def read_manifest(self, dataset: str) -> pl.DataFrame:
+        """The manifest, checked against the contract (WorkspaceError naming the file when it is not one)."""
         path = self.manifest_path(dataset)
         if not path.exists():
             raise WorkspaceError(f"{path} does not exist. Run `emotk prepare {dataset} --root RAW_DIR` first.")
-        return pl.read_parquet(path)
+        fix = f"run `emotk prepare {dataset} --root RAW_DIR` again to rewrite it"
+        frame = read_table(path, "manifest", fix)
+        try:
+            return validate_manifest(frame, f"manifest {path}")
+        except WorkspaceError as exc:
+            raise WorkspaceError(f"{exc}; {fix}.") from None
 
     def read_info(self, dataset: str) -> dict:
         path = self.info_path(dataset)
         if not path.exists():
             raise WorkspaceError(f"{path} does not exist. Run `emotk prepare {dataset} --root RAW_DIR` again.")
-        return json.loads(path.read_text())
+        try:
+            info = json.loads(path.read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise WorkspaceError(f"{path} is not valid JSON ({exc}); run `emotk prepare {dataset} --root RAW_DIR` "
+                                 "again to rewrite it.") from None
+        if not isinstance(info, dict):
+            raise WorkspaceError(f"{path} does not hold a JSON object; run `emotk prepare {dataset} --root RAW_DIR` again.")
+        return info
 
     def media_path(self, dataset: str, row: dict) -> Path:
         """Absolute path of a manifest row's media, checked not to escape its root."""
         base = Path(self.read_info(dataset)["raw_root"]) if row["media_root"] == "raw" else self.dataset_dir(dataset)
         return safe_join(base, row["media"])
+
+
+def read_table(path: str | os.PathLike, what: str, fix: str) -> pl.DataFrame:
+    """A parquet file emotk wrote; WorkspaceError naming ``what``, the file and ``fix`` when it is not
+    readable parquet (garbage, truncated). A PermissionError is left to the caller (another fix)."""
+    try:
+        return pl.read_parquet(path)
+    except PermissionError:
+        raise
+    except (pl.exceptions.PolarsError, OSError) as exc:
+        raise WorkspaceError(f"{what} {path} is not a readable parquet file ({type(exc).__name__}: "
+                             f"{str(exc)[:160]}); {fix}.") from None
 
 
 def safe_join(base: Path, relative: str) -> Path:
@@ -169,7 +237,10 @@ def validate_manifest(frame: pl.DataFrame, where: str = "manifest") -> pl.DataFr
     missing = [c for c in MANIFEST_COLUMNS if c not in frame.columns]
     if missing:
         raise WorkspaceError(f"{where} lacks columns {missing}")
-    frame = frame.with_columns([pl.col(c).cast(t) for c, t in MANIFEST_COLUMNS.items()])
+    try:
+        frame = frame.with_columns([pl.col(c).cast(t) for c, t in MANIFEST_COLUMNS.items()])
+    except pl.exceptions.PolarsError as exc:
+        raise WorkspaceError(f"{where}: a column has the wrong type ({str(exc)[:160]})") from None
     dup = frame.group_by("sample_id").len().filter(pl.col("len") > 1)
     if dup.height:
         raise WorkspaceError(
@@ -184,7 +255,7 @@ def write_failures(path: Path, rows: list[dict], append: bool = False) -> None:
     if append and path.exists():
         with open(path, newline="", encoding="utf-8") as fh:
             old = list(csv.DictReader(fh))
-    with atomic_path(path) as tmp:
+    with atomic_path(path, what="the failure list") as tmp:
         with open(tmp, "w", newline="", encoding="utf-8") as fh:
             w = csv.DictWriter(fh, fieldnames=FAILURE_FIELDS)
             w.writeheader()

@@ -18,11 +18,22 @@ parts into ``<name>.h5`` and writes failures.csv.
 A frame image that cannot be decoded (truncated or corrupt jpg) is masked like a missing crop and
 listed in failures.csv (stage ``extract-frame``); a sample none of whose frames decode is skipped
 and listed.
+
+Every stored sample records the fingerprint of what it was made from (:func:`source_fingerprint`:
+its manifest row, the names, sizes and modification times of its frame images, and the dataset's
+prepare options). A re-run recomputes the samples whose fingerprint changed (``prepare`` made new
+crops) and those whose checksum no longer matches (damaged bytes), and keeps the rest.
+
+One extraction at a time writes a given cache: a second one waits for the first's lock
+(:func:`emotk.locks.output_lock` on ``<name>.h5.lock``), saying who holds it, then finds the work done.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,6 +48,7 @@ from emotk.datasets.base import failure
 from emotk.features.encoders import IMAGENET_MEAN, IMAGENET_STD, load_encoder
 from emotk.features.store import FeatureWriter, merge_parts
 from emotk import distributed as ddp
+from emotk.locks import output_lock
 from emotk.workspace import Workspace, write_failures
 
 
@@ -51,15 +63,22 @@ class ExtractSummary:
     frames_missing: int = 0
     bad_frames: int = 0
     steady_seconds: float = 0.0  # from the first encoded batch to the last write (excludes start-up)
+    damaged: int = 0  # stored samples whose checksum failed: recomputed (or dropped if no longer extractable)
+    stale: int = 0  # stored samples made from older crops / prepare settings: recomputed
+    notes: list[str] = field(default_factory=list)  # unreadable cache files set aside
     failures: list[dict] = field(default_factory=list)
 
     def lines(self) -> list[str]:
-        return [
+        out = [
             f"features: {self.path}",
             f"samples: {self.done} extracted, {self.skipped_existing} already there, {self.failed} skipped (see failures.csv)",
             f"frames: {self.frames} encoded, {self.frames_missing} without a face crop (masked)"
             + (f", {self.bad_frames} unreadable images masked (see failures.csv)" if self.bad_frames else ""),
         ]
+        if self.damaged or self.stale:
+            out.append(f"recomputed: {self.damaged} damaged samples (checksum mismatch), "
+                       f"{self.stale} made from crops or prepare settings that have changed since")
+        return out + [f"note: {n}" for n in self.notes]
 
 
 def list_frames(folder: Path, frame_base: int, n_frames: int) -> list[tuple[int, Path]]:
@@ -127,6 +146,31 @@ class Prepare(torch.nn.Module):
         return (x - self.mean) / self.std
 
 
+#: Manifest fields a sample's features depend on (labels do not).
+SOURCE_FIELDS = ("sample_id", "kind", "media", "media_root", "media_kind", "frame_base", "n_frames", "fps")
+
+
+def source_fingerprint(row: dict, frames: list[tuple[int, Path]], prepare_options: dict) -> str:
+    """sha256 of what a sample's features are made from: its manifest fields, each frame image's
+    index, name, size and modification time, and the dataset's prepare options."""
+    h = hashlib.sha256(json.dumps({"row": {k: row.get(k) for k in SOURCE_FIELDS}, "prepare": prepare_options},
+                                  sort_keys=True, default=str).encode())
+    for i, p in frames:
+        try:
+            st = p.stat()
+            h.update(f"{i}|{p.name}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+        except FileNotFoundError:
+            h.update(f"{i}|{p.name}|missing\n".encode())
+    return h.hexdigest()
+
+
+def prepare_options(ws: Workspace, dataset: str) -> dict:
+    """The options ``prepare`` was run with (from dataset.json), less those that change no output."""
+    options = dict(ws.read_info(dataset).get("options") or {})
+    options.pop("progress", None)
+    return options
+
+
 def make_packs(frame_counts: list[int], batch_size: int) -> list[list[int]]:
     """Group consecutive samples (by position) into packs of at least ``batch_size`` frames."""
     packs, current, size = [], [], 0
@@ -167,6 +211,7 @@ def extract_frames(
     world_size: int | None = None,
     progress: bool = True,
     flush_frames: int = 4096,
+    lock_timeout: float | None = None,
 ) -> ExtractSummary:
     """Encode every sample's frames; see the module docstring.
 
@@ -176,34 +221,56 @@ def extract_frames(
 
     ``rank``/``world_size`` default to torchrun's (one process when not under torchrun). Returns this
     rank's summary; under torchrun rank 0's summary counts every rank.
+
+    While another extraction writes the same cache, this one waits (``lock_timeout`` seconds at most,
+    then :class:`emotk.locks.OutputLockedError`; None: as long as it takes).
     """
     info = ddp.init(device) if rank is None and world_size is None else ddp.DistInfo(rank or 0, world_size or 1)
-    rank, world_size = info.rank, info.world_size
-    manifest = ws.read_manifest(dataset)
     name = name or encoder
     path = ws.feature_path(dataset, name)
+    lock = output_lock(path, what="feature cache", timeout=lock_timeout) if info.is_main else nullcontext()
+    with lock:  # rank 0 holds the cache's lock for the whole job; the other ranks wait for it here
+        ddp.barrier()
+        return _extract(ws, dataset, info, path, name, encoder, weights, image_size, batch_size, num_workers,
+                        device, dtype, every, fps, progress, flush_frames)
+
+
+def _extract(ws: Workspace, dataset: str, info: ddp.DistInfo, path: Path, name: str, encoder: str, weights: str,
+             image_size: int, batch_size: int, num_workers: int, device: str | None, dtype: str, every: int,
+             fps: float | None, progress: bool, flush_frames: int) -> ExtractSummary:
+    """The extraction itself, under the cache's lock (see :func:`extract_frames`)."""
+    rank, world_size = info.rank, info.world_size
+    manifest = ws.read_manifest(dataset)
+    options = prepare_options(ws, dataset)
     device = str(ddp.device_for(info, device))
     enc = load_encoder(encoder, weights, image_size)
     provenance = {"extractor": "frames", "encoder": encoder, "weights": enc.weights, "image_size": image_size,
                   "dim": enc.dim, "dtype": dtype, "every": every, "fps": fps or "native", "dataset": dataset}
     writer = FeatureWriter(path, provenance, rank=rank, flush_frames=flush_frames, world_size=world_size)
     summary = ExtractSummary(name=name, path=path)
-    done = writer.done_ids()
 
-    rows, frame_lists = [], []
-    for row in manifest.iter_rows(named=True):  # every rank lists every sample: packs must not depend on rank
+    listed = []  # (row, folder, frames, fps known) of every sample; every rank lists all: packs must not depend on rank
+    for row in manifest.iter_rows(named=True):
         folder = ws.media_path(dataset, row)
         frames = list_frames(folder, row["frame_base"] or 0, row["n_frames"]) if folder.is_dir() else []
         step = every
-        if fps:
-            native = row.get("fps")
-            if native and native > 0:
-                step *= max(1, round(native / fps))
-            elif rank == 0 and row["sample_id"] not in done:
-                summary.failures.append(failure(row["sample_id"], "extract-fps", folder, "native frame rate unknown: --fps not applied",
-                                                "nothing (all frames encoded), or use --every N"))
+        native = row.get("fps")
+        if fps and native and native > 0:
+            step *= max(1, round(native / fps))
         if step > 1:
             frames = [(i, p) for i, p in frames if i % step == 0]
+        listed.append((row, folder, frames, bool(native and native > 0)))
+    sources = {row["sample_id"]: source_fingerprint(row, frames, options) for row, _, frames, _ in listed if frames}
+    inventory = writer.inventory(sources)
+    done = inventory.done
+    if info.is_main:
+        summary.damaged, summary.stale, summary.notes = len(inventory.damaged), len(inventory.stale), inventory.removed
+
+    rows, frame_lists = [], []
+    for row, folder, frames, fps_known in listed:
+        if fps and not fps_known and rank == 0 and row["sample_id"] not in done:
+            summary.failures.append(failure(row["sample_id"], "extract-fps", folder, "native frame rate unknown: --fps not applied",
+                                            "nothing (all frames encoded), or use --every N"))
         if not frames:
             if rank == 0 and row["sample_id"] not in done:
                 summary.failures.append(failure(row["sample_id"], "extract", folder, "no frame images found",
@@ -256,7 +323,7 @@ def extract_frames(
             if remaining[s] == 0:
                 sample_feats, sample_mask = feats.pop(s), masks.pop(s)
                 if keep[s]:
-                    _finish_sample(writer, summary, row, sample_feats, sample_mask, np_dtype)
+                    _finish_sample(writer, summary, row, sample_feats, sample_mask, np_dtype, sources[row["sample_id"]])
         bar.update(len(f_idx))
 
     pending = None  # on CUDA: the previous batch, assembled while the GPU encodes the next one
@@ -285,13 +352,15 @@ def extract_frames(
     writer.flush()
     if t_first is not None:
         summary.steady_seconds = time.perf_counter() - t_first
+    written = writer.written
     if info.distributed:  # totals and failures to rank 0, which merges once every rank is done
-        everyone = ddp.gather_objects(summary)
+        everyone = ddp.gather_objects((summary, written))
         if info.is_main:
-            summary = _combine(everyone)
+            summary = _combine([s for s, _ in everyone])
+            written = set().union(*(w for _, w in everyone))
         ddp.barrier()
     if info.is_main:
-        merge_parts(path)
+        merge_parts(path, drop=set(inventory.damaged) - written)  # damaged and not recomputed: left out
         if summary.failures:
             write_failures(ws.failures_path(dataset), summary.failures, append=True)
     summary.failed = len({f["sample_id"] for f in summary.failures if f["stage"] == "extract"})
@@ -301,7 +370,8 @@ def extract_frames(
 
 
 def _combine(summaries: list[ExtractSummary]) -> ExtractSummary:
-    out = ExtractSummary(name=summaries[0].name, path=summaries[0].path)
+    out = ExtractSummary(name=summaries[0].name, path=summaries[0].path, damaged=summaries[0].damaged,
+                         stale=summaries[0].stale, notes=summaries[0].notes)
     for s in summaries:
         out.done += s.done
         out.skipped_existing += s.skipped_existing
@@ -311,7 +381,8 @@ def _combine(summaries: list[ExtractSummary]) -> ExtractSummary:
     return out
 
 
-def _finish_sample(writer: FeatureWriter, summary: ExtractSummary, row: dict, feats: np.ndarray, mask: np.ndarray, np_dtype) -> None:
+def _finish_sample(writer: FeatureWriter, summary: ExtractSummary, row: dict, feats: np.ndarray, mask: np.ndarray, np_dtype,
+                   source: str | None = None) -> None:
     """Fill frames without a crop with the nearest observed frame's features (masked), then store."""
     sid = row["sample_id"]
     if not mask.any():
@@ -325,10 +396,10 @@ def _finish_sample(writer: FeatureWriter, summary: ExtractSummary, row: dict, fe
         right = observed[np.clip(pos, 0, len(observed) - 1)]
         nearest = np.where(np.abs(np.arange(len(mask)) - left) <= np.abs(right - np.arange(len(mask))), left, right)
         feats = feats[nearest]
-    writer.add(sid, feats.astype(np_dtype), mask)
+    writer.add(sid, feats.astype(np_dtype), mask, source=source)
     summary.done += 1
     summary.frames += int(mask.sum())
     summary.frames_missing += int((~mask).sum())
 
 
-__all__ = ["extract_frames", "ExtractSummary", "list_frames"]
+__all__ = ["extract_frames", "ExtractSummary", "list_frames", "source_fingerprint"]
