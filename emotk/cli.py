@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import math
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import Literal, Optional
 
 import typer
 
@@ -18,7 +20,7 @@ app = typer.Typer(
 )
 
 WorkspaceOpt = typer.Option(None, "--workspace", "-w", envvar="EMOTK_WORKSPACE",
-                            help="Workspace folder [default: ./emotk-data].")
+                            help="Workspace folder (default: ./emotk-data).")
 DatasetOpt = typer.Option(None, "--dataset", "-d", help="Dataset in the workspace (implied when only one is prepared).")
 QuietOpt = typer.Option(False, "--quiet", "-q", help="No progress bars.")
 
@@ -41,6 +43,27 @@ def _table(frame, fmt: str = "table") -> str:
         return str(frame)
 
 
+def _finite_positive(value: Optional[float]) -> Optional[float]:
+    """Typer callback: a float option that must be a finite number > 0 (exit 2 otherwise)."""
+    if value is not None and not (math.isfinite(value) and value > 0):
+        raise typer.BadParameter(f"must be a number > 0 (accepted range: 0 < x < inf); got {value}")
+    return value
+
+
+def _finite(value: Optional[float]) -> Optional[float]:
+    """Typer callback: a float option that must be a finite number, not nan (min/max check the range)."""
+    if value is not None and not math.isfinite(value):
+        raise typer.BadParameter(f"must be a finite number; got {value}")
+    return value
+
+
+def _weights(value: str) -> str:
+    """Typer callback: --weights is 'imagenet', 'none' or an existing state-dict file."""
+    if value not in ("imagenet", "none") and not Path(value).expanduser().is_file():
+        raise typer.BadParameter(f"expected 'imagenet', 'none' or an existing state-dict file; {value!r} is none of these")
+    return value
+
+
 @app.command()
 def datasets():
     """List supported datasets, their expected raw layout and splits.
@@ -60,14 +83,18 @@ def datasets():
 def prepare(
     dataset: str = typer.Argument(..., help="Dataset name (see `emotk datasets`)."),
     root: Path = typer.Option(..., "--root", "-r", help="Raw dataset folder, as distributed."),
-    faces: str = typer.Option("provided", help="Face crops: 'provided' (the release's crops) or 'detect' (crop from videos)."),
-    detector: Optional[str] = typer.Option(None, help="Face detector for videos: haar (default), center (see docs/faces.md)."),
-    face_size: Optional[int] = typer.Option(None, help="Side of the square face crops, pixels [default: 112]."),
-    every: Optional[int] = typer.Option(None, help="Run the face detector on every n-th frame, track in between [default: 5]."),
-    max_carry: Optional[int] = typer.Option(None, help="Frames a lost face's last box is carried before frames count as no-face."),
-    decoder: Optional[str] = typer.Option(None, help="Video decoder: auto (decord, PyAV fallback), decord or av."),
-    mood_rule: Optional[str] = typer.Option(None, help="AFEW-VA mood from valence: mean (default) or majority."),
-    mood_neutral_band: Optional[float] = typer.Option(None, help="AFEW-VA: |valence| within this band is neutral mood."),
+    faces: Literal["provided", "detect"] = typer.Option(
+        "provided", help="Face crops: 'provided' (the release's crops) or 'detect' (crop from videos). AFEW-VA: from its landmarks."),
+    detector: Optional[Literal["haar", "center", "landmarks"]] = typer.Option(
+        None, help="Face detector for videos: haar (default), center; landmarks for AFEW-VA (see docs/faces.md)."),
+    face_size: Optional[int] = typer.Option(None, min=16, help="Side of the square face crops, pixels (default: 112)."),
+    every: Optional[int] = typer.Option(None, min=1, help="Run the face detector on every n-th frame, track in between (default: 5)."),
+    max_carry: Optional[int] = typer.Option(None, min=0, help="Frames a lost face's last box is carried before frames count as no-face (default: 10)."),
+    decoder: Optional[Literal["auto", "decord", "av"]] = typer.Option(
+        None, help="Video decoder: auto (decord, PyAV fallback), decord or av."),
+    mood_rule: Optional[Literal["mean", "majority"]] = typer.Option(None, help="AFEW-VA mood from valence: mean (default) or majority."),
+    mood_neutral_band: Optional[float] = typer.Option(None, min=0.0, max=10.0, callback=_finite,
+                                                      help="AFEW-VA: |valence| within this band (valence scale −10…10) is neutral mood (default: 0)."),
     workspace: Optional[Path] = WorkspaceOpt,
     quiet: bool = QuietOpt,
 ):
@@ -92,16 +119,18 @@ def prepare(
 @app.command()
 def extract(
     encoder: str = typer.Option("regnet_y_400mf", help="Any torchvision classification model; penultimate features are kept."),
-    weights: str = typer.Option("imagenet", help="'imagenet' (torchvision's), 'none' (random, offline tests) or a state-dict file."),
-    name: Optional[str] = typer.Option(None, help="Feature cache name [default: the encoder name]."),
-    image_size: int = typer.Option(224, help="Crops are resized to this side."),
-    batch_size: int = typer.Option(64, help="Frames per encoder batch."),
-    num_workers: int = typer.Option(2, help="DataLoader processes decoding images."),
-    device: Optional[str] = typer.Option(None, help="cpu, cuda, cuda:1 … [default: cuda when present]."),
-    every: int = typer.Option(1, help="Encode every n-th frame only (the others are masked)."),
-    fps: Optional[float] = typer.Option(None, help="Encode about this many frames per second of each video (others masked)."),
-    flush_frames: int = typer.Option(4096, help="Frames buffered before a part file is written (a kill loses at most these)."),
-    nproc: int = typer.Option(1, help="Processes on this machine (launches torchrun; one GPU each when present)."),
+    weights: str = typer.Option("imagenet", callback=_weights,
+                                help="'imagenet' (torchvision's), 'none' (random, offline tests) or a state-dict file."),
+    name: Optional[str] = typer.Option(None, help="Feature cache name (default: the encoder name)."),
+    image_size: int = typer.Option(224, min=16, help="Crops are resized to this side."),
+    batch_size: int = typer.Option(64, min=1, help="Frames per encoder batch."),
+    num_workers: int = typer.Option(2, min=0, help="DataLoader processes decoding images."),
+    device: Optional[str] = typer.Option(None, help="cpu, cuda, cuda:1 … (default: cuda when present)."),
+    every: int = typer.Option(1, min=1, help="Encode every n-th frame only (the others are masked)."),
+    fps: Optional[float] = typer.Option(None, callback=_finite_positive,
+                                        help="Encode about this many frames per second of each video (others masked)."),
+    flush_frames: int = typer.Option(4096, min=1, help="Frames buffered before a part file is written (a kill loses at most these)."),
+    nproc: int = typer.Option(1, min=1, help="Processes on this machine (launches torchrun; one GPU each when present)."),
     dataset: Optional[str] = DatasetOpt,
     workspace: Optional[Path] = WorkspaceOpt,
     quiet: bool = QuietOpt,
@@ -116,6 +145,7 @@ def extract(
     from emotk.features.extract import extract_frames
     from emotk import distributed
 
+    distributed.resolve_device(device)  # a missing GPU is one sentence, before the workspace is read
     ws = _ws(workspace)
     ds = ws.resolve_dataset(dataset)
     if nproc > 1 and not distributed.env_info().distributed:
@@ -129,28 +159,30 @@ def extract(
 
 @app.command()
 def split(
-    by: str = typer.Option("subject", help="Grouping for k-fold: 'subject'."),
-    folds: int = typer.Option(5, help="Number of folds."),
+    by: str = typer.Option("subject", help="Grouping column of the manifest for k-fold: subject, session, speaker, …"),
+    folds: int = typer.Option(5, min=2, help="Number of folds."),
     official: bool = typer.Option(False, "--official", help="Write the dataset's own train/validation/test split instead."),
     pool: Optional[str] = typer.Option(None, help="Make folds only within this official split (e.g. train, as NAC-TCN on AffWild2)."),
-    seed: int = typer.Option(0, help="Seed of the subject shuffle."),
-    name: Optional[str] = typer.Option(None, help="Split name [default: subject-k5, official, …]."),
-    check: Optional[str] = typer.Option(None, "--check", help="Check an existing split for subject leakage (exit 2 on a leak)."),
+    seed: int = typer.Option(0, min=0, help="Seed of the group shuffle."),
+    name: Optional[str] = typer.Option(None, help="Split name (default: subject-k5, official, …)."),
+    check: Optional[str] = typer.Option(None, "--check", help="Check a split for subject leakage (exit 2 on a leak); "
+                                        "`--check` alone checks the only split.", flag_value="", is_flag=False),
     dataset: Optional[str] = DatasetOpt,
     workspace: Optional[Path] = WorkspaceOpt,
 ):
-    """Make subject-disjoint folds or the official split; --check proves no subject leaks.
+    """Make group-disjoint folds (by subject, session, speaker, …) or the official split; --check proves no subject leaks.
 
-    Example: emotk split --by subject --folds 5 --pool train
+    Examples: emotk split --by subject --folds 5 --pool train;  emotk split --by session --folds 5;  emotk split --check
     """
     from emotk import splits
 
     ws = _ws(workspace)
     ds = ws.resolve_dataset(dataset)
-    if check:
-        summary = splits.check_file(ws, ds, check)
+    if check is not None:
+        name_ = check or _default_split(ws.splits_dir(ds))
+        summary = splits.check_file(ws, ds, name_)
         typer.echo(_table(summary))
-        typer.echo(f"split {check!r}: no subject in two parts")
+        typer.echo(f"split {name_!r}: no subject in two parts")
         return
     path, frame = splits.make_split(ws, ds, by="official" if official else by, folds=folds, seed=seed, pool=pool, name=name)
     col = "fold" if "fold" in frame.columns else "split"
@@ -158,99 +190,135 @@ def split(
     typer.echo(f"wrote {path}")
 
 
-def _parse_ints(text: str) -> list[int]:
+def _parse_ints(text: str, what: str, minimum: int = 0) -> list[int]:
     try:
-        return [int(x) for x in text.split(",") if x.strip()]
+        values = [int(x) for x in text.split(",") if x.strip()]
     except ValueError:
-        raise EmotkError(f"expected comma-separated integers, got {text!r}") from None
+        raise typer.BadParameter(f"expected comma-separated integers, e.g. 1,2,3; got {text!r}", param_hint=what) from None
+    if not values:
+        raise typer.BadParameter(f"give at least one integer, e.g. 1 or 1,2,3; got {text!r}", param_hint=what)
+    low = [v for v in values if v < minimum]
+    if low:
+        raise typer.BadParameter(f"values must be ≥ {minimum}; got {low[0]}", param_hint=what)
+    return values
+
+
+def _key_values(items: list[str], what: str) -> dict:
+    from emotk.train.protocol import parse_value
+
+    out = {}
+    for item in items:
+        key, eq, value = item.partition("=")
+        if not eq or not key:
+            raise typer.BadParameter(f"expected KEY=VALUE, got {item!r}", param_hint=what)
+        out[key] = parse_value(value)
+    return out
+
+
+def _inputs(items: list[str]) -> dict:
+    """--input frames=NAME | crops (repeatable) → stream → spec."""
+    out = {}
+    for item in items:
+        stream, _, spec = item.partition("=")
+        if stream not in ("frames", "crops"):
+            raise typer.BadParameter(f"unknown stream {stream!r}: use frames=NAME (a feature cache) or crops", param_hint="--input")
+        if stream == "frames" and not spec:
+            raise typer.BadParameter("frames needs a cache name: --input frames=regnet_y_400mf", param_hint="--input")
+        out[stream] = spec
+    return out
 
 
 @app.command()
 def train(
     model: str = typer.Argument(..., help="Model name (see `emotk models`)."),
     size: Optional[str] = typer.Option(None, help="Preset size: sm or lg (the prepared dataset's preset)."),
-    split: Optional[str] = typer.Option(None, help="Split name [default: official if present, else the only split]."),
-    fold: str = typer.Option("all", help="Held-out fold k, or 'all'. Ignored for official splits."),
+    split: Optional[str] = typer.Option(None, help="Split name (default: the only split)."),
+    fold: str = typer.Option("all", help="Held-out fold k, comma-separated folds, or 'all'. Ignored for official splits."),
     seeds: str = typer.Option("1", "--seeds", "--seed", help="Seed or comma-separated seeds, e.g. 1,2,3."),
-    features: Optional[str] = typer.Option(None, help="Feature cache name [default: the only one]."),
-    epochs: int = typer.Option(10, help="Epochs (NAC-TCN paper: 10)."),
-    batch_size: int = typer.Option(16, help="Windows per batch."),
-    lr: float = typer.Option(1e-3, help="Adam learning rate (cosine annealing to 0)."),
-    weight_decay: float = typer.Option(0.0, help="Adam weight decay."),
-    seq_len: Optional[int] = typer.Option(None, help="Frames per window [default: the dataset's, e.g. 256 for AffWild2]."),
-    device: Optional[str] = typer.Option(None, help="cpu, cuda, cuda:1 … [default: cuda when present]."),
+    input_: list[str] = typer.Option([], "--input", "-i", help="Input stream: frames=NAME (a feature cache; default: the only "
+                                     "one) or crops (face crops through --encoder, trained end to end)."),
+    protocol: str = typer.Option("frozen", help="Training protocol: a shipped name (frozen, nactcn, nactcn-released; "
+                                 "see docs/protocols.md) or a YAML file."),
+    set_: list[str] = typer.Option([], "--set", help="Protocol value KEY=VALUE (dotted), e.g. --set stages.0.optimizer.lr=0.01."),
+    select_on: Optional[Literal["val", "heldout", "last"]] = typer.Option(None, help="Epoch selection: val (default: a validation part, never the reported "
+                                            "one), heldout (the papers' rule: the reported part) or last."),
+    val_fraction: Optional[float] = typer.Option(None, min=0.01, max=0.9, help="Share of training subjects carved out to select on."),
+    epochs: Optional[int] = typer.Option(None, min=1, help="Epochs of every stage (default: the protocol's; frozen: 10)."),
+    batch_size: Optional[int] = typer.Option(None, min=1, help="Windows per (global) batch in every stage (default: the protocol's)."),
+    lr: Optional[float] = typer.Option(None, callback=_finite_positive, help="Learning rate of every stage (default: the protocol's)."),
+    weight_decay: Optional[float] = typer.Option(None, min=0.0, callback=_finite, help="Weight decay of every stage."),
+    seq_len: Optional[int] = typer.Option(None, min=1, help="Frames per window (default: the protocol's, else the dataset's)."),
+    encoder: Optional[str] = typer.Option(None, help="Frame encoder for --input crops (torchvision name, default: the protocol's)."),
+    weights: Optional[str] = typer.Option(None, callback=lambda v: v if v is None else _weights(v),
+                                          help="Encoder weights for --input crops: imagenet, none or a state-dict file."),
+    image_size: Optional[int] = typer.Option(None, min=16, help="Crop side for --input crops (default: the protocol's, 112)."),
+    device: Optional[str] = typer.Option(None, help="cpu, cuda, cuda:1 … (default: cuda when present)."),
+    num_workers: int = typer.Option(0, min=0, help="DataLoader processes reading the inputs."),
     resume: bool = typer.Option(True, "--resume/--no-resume",
                                 help="Continue unfinished runs from their last checkpoint (default); --no-resume refuses them."),
-    nproc: int = typer.Option(1, help="Data-parallel processes on this machine (launches torchrun; --batch-size stays the global batch)."),
+    nproc: int = typer.Option(1, min=1, help="Data-parallel processes on this machine (launches torchrun; batch sizes stay global)."),
     gpus: Optional[str] = typer.Option(None, help="Spread the fold × seed runs over these GPUs, one run each at a time, e.g. 0,1,2,3 ('cpu' slots run on the CPU)."),
     allow_leak: bool = typer.Option(False, "--allow-leak", help="Train even if the split puts a subject in two parts."),
     na_mode: Optional[str] = typer.Option(None, help="NAC-TCN attention window: causal (the paper) or lagged (the released code's pad-and-chomp)."),
     na_backend: Optional[str] = typer.Option(None, help="Neighborhood attention kernels: auto, torch or natten (CUDA, no positional bias)."),
     option: list[str] = typer.Option([], "--option", "-o", help="Model option KEY=VALUE (JSON value), e.g. -o dilation_bug=true (see docs/models.md)."),
-    runs: Optional[Path] = typer.Option(None, help="Runs folder [default: <workspace>/runs]."),
+    runs: Optional[Path] = typer.Option(None, help="Runs folder (default: <workspace>/runs)."),
     dataset: Optional[str] = DatasetOpt,
     workspace: Optional[Path] = WorkspaceOpt,
     quiet: bool = QuietOpt,
 ):
-    """Train a model on cached features, every fold × seed; writes one run directory each.
+    """Train a model under a protocol, every fold × seed; one run folder per configuration, fold and seed.
 
-    Finished runs are skipped and unfinished ones continue from their last checkpoint, so the same
-    command run again after a crash does only what is left. --gpus runs independent runs in
-    parallel, one per GPU; --nproc (or torchrun) trains each run data-parallel.
+    A run folder is named by a hash of everything that changes its result (protocol, inputs and their
+    fingerprints, options): the same command again reuses finished runs and continues unfinished
+    ones from their last checkpoint; any changed setting trains a new run. The epoch is selected on
+    a validation part, never on the reported part, unless --select-on says otherwise.
 
-    Example: emotk train gru --split subject-k5-train --fold all --seeds 1,2,3
+    Examples:
+      emotk train gru --split subject-k5-train --fold all --seeds 1,2,3
+      emotk train nactcn --size sm --protocol nactcn --input crops --weights imagenet
+      emotk train nactcn --protocol my-two-stages.yaml --set stages.1.optimizer.lr=1e-4
     """
     from emotk import distributed
-    from emotk.train.loop import TrainConfig
-    from emotk.train.schedule import parse_slots, run_all
+    from emotk.train.loop import TrainConfig, select_parts
+    from emotk.train.schedule import parse_slots, run_all, slots_device
 
     ws = _ws(workspace)
     ds = ws.resolve_dataset(dataset)
-    feats = features or _only(ws.features_dir(ds), "*.h5", "feature cache", "emotk extract", "--features")
     split_name = split or _default_split(ws.splits_dir(ds))
-    options = {}
-    for item in option:
-        key, _, value = item.partition("=")
-        try:
-            options[key] = json.loads(value)
-        except json.JSONDecodeError:
-            options[key] = value
+    options = _key_values(option, "--option")
     options.update({k: v for k, v in {"na_mode": na_mode, "na_backend": na_backend}.items() if v is not None})
+    overrides = _key_values(set_, "--set")
+    flags = {"stages.*.epochs": epochs, "stages.*.batch_size": batch_size, "stages.*.optimizer.lr": lr,
+             "stages.*.optimizer.weight_decay": weight_decay, "seq_len": seq_len, "select_on": select_on,
+             "val_fraction": val_fraction, "encoder.name": encoder, "encoder.weights": weights,
+             "encoder.image_size": image_size}
+    overrides.update({k: v for k, v in flags.items() if v is not None})
+    inputs = _inputs(input_)
     from emotk.models import model_info
-
-    model_info(model)  # unknown model: a clear error before anything runs
     from emotk.splits import read_split
 
+    model_info(model)  # unknown model: a clear error before anything runs
     table = read_split(ws, ds, split_name)
     folds = [None] if "fold" not in table.columns else (
-        sorted(table["fold"].unique().to_list()) if fold == "all" else _parse_ints(fold))
-    configs = [TrainConfig(model=model, dataset=ds, features=feats, split=split_name, fold=k, size=size, seed=s,
-                           epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, seq_len=seq_len,
-                           device=device, allow_leak=allow_leak, model_options=options,
-                           runs_dir=str(runs) if runs else None)
-               for s in _parse_ints(seeds) for k in folds]
+        sorted(table["fold"].unique().to_list()) if fold == "all" else _parse_ints(fold, "--fold"))
     slots = parse_slots(gpus)
+    if slots:
+        device = slots_device(slots)
+    configs = [TrainConfig(model=model, dataset=ds, split=split_name, inputs=inputs, fold=k, size=size, seed=s,
+                           protocol=protocol, overrides=overrides, device=device, num_workers=num_workers,
+                           allow_leak=allow_leak, model_options=options, runs_dir=str(runs) if runs else None)
+               for s in _parse_ints(seeds, "--seeds") for k in folds]
+    for cfg in configs[:1]:
+        select_parts(ws, cfg)  # an unknown protocol, a malformed protocol file or a bad split: one error, now
     if slots and (nproc > 1 or distributed.env_info().distributed):
         raise EmotkError("--gpus runs independent runs side by side; it cannot be combined with --nproc or torchrun.")
     if nproc > 1 and not distributed.env_info().distributed:
-        from emotk.train.loop import select_parts
-
         for cfg in configs:  # user errors surface here, once, before any process starts
             select_parts(ws, cfg)
         raise typer.Exit(distributed.launch(nproc, distributed.strip_option(sys.argv[1:], "--nproc")))
     echo = typer.echo if distributed.is_main() else (lambda line: None)
     run_all(ws, configs, resume=resume, progress=not quiet, slots=slots, echo=echo)
-
-
-def _only(folder: Path, pattern: str, what: str, command: str, option: str) -> str:
-    names = sorted(p.stem for p in folder.glob(pattern)) if folder.is_dir() else []
-    names += sorted(p.name[: -len(".parts")] for p in folder.glob("*.parts")) if folder.is_dir() else []
-    names = sorted(set(names))
-    if len(names) == 1:
-        return names[0]
-    if not names:
-        raise EmotkError(f"no {what} in {folder}. Run `{command}` first.")
-    raise EmotkError(f"several {what}s in {folder} ({', '.join(names)}): pass {option}.")
 
 
 def _default_split(folder: Path) -> str:
@@ -259,32 +327,33 @@ def _default_split(folder: Path) -> str:
         return names[0]
     if not names:
         raise EmotkError(f"no split in {folder}. Run `emotk split --official` or `emotk split --by subject` first.")
-    raise EmotkError(f"several splits in {folder} ({', '.join(names)}): pass --split.")
+    raise EmotkError(f"several splits in {folder} ({', '.join(names)}): pass --split (or name one to --check).")
 
 
 @app.command()
 def evaluate(
     run: Path = typer.Argument(..., help="A run directory written by `emotk train`."),
-    part: Optional[str] = typer.Option(None, help="Official split part to score (e.g. validation) [default: the run's held-out part]."),
+    part: Optional[str] = typer.Option(None, help="Official split part to score (e.g. validation) (default: the run's reported part)."),
+    tta: str = typer.Option("none", help="Test-time augmentation: a named set of views whose outputs are averaged (none, hflip)."),
     device: Optional[str] = typer.Option(None, help="cpu or cuda."),
     workspace: Optional[Path] = WorkspaceOpt,
 ):
-    """Re-score a trained run's best checkpoint.
+    """Re-score a trained run's selected weights, optionally with test-time augmentation.
 
-    Example: emotk evaluate emotk-data/runs/affwild2/gru-sm/official/official-seed1
+    Example: emotk evaluate emotk-data/runs/affwild2/gru-sm-1a2b3c4d/official/official-seed1 --tta hflip
     """
     from emotk.train.evaluate import evaluate_run
 
-    report = evaluate_run(_ws(workspace), run, part=part, device=device)
+    report = evaluate_run(_ws(workspace), run, part=part, device=device, tta=tta)
     for k, v in report.items():
         typer.echo(f"{k:>20s}  {v:.4f}")
 
 
 @app.command()
 def report(
-    runs: list[Path] = typer.Argument(None, help="Run folders to search [default: <workspace>/runs]."),
-    metric: Optional[str] = typer.Option(None, help="Metric column, e.g. ccc, auc, acc [default: each run's primary]."),
-    fmt: str = typer.Option("md", "--format", help="md, csv or latex."),
+    runs: list[Path] = typer.Argument(None, help="Run folders to search (default: <workspace>/runs)."),
+    metric: Optional[str] = typer.Option(None, help="Metric column, e.g. ccc, auc, acc (default: each run's primary)."),
+    fmt: Literal["md", "csv", "latex"] = typer.Option("md", "--format", help="md, csv or latex."),
     plot: Optional[Path] = typer.Option(None, help="Also write training curves (PNG) into this folder."),
     out: Optional[Path] = typer.Option(None, help="Write the table to this file too."),
     workspace: Optional[Path] = WorkspaceOpt,
@@ -297,10 +366,15 @@ def report(
     from emotk.atomic import write_text
 
     paths = runs or [_ws(workspace).runs_dir()]
-    frame = rep.collect(paths)
+    skipped: list[tuple[str, str]] = []
+    frame = rep.collect(paths, skipped)
     metric = metric or rep.primary_metric(paths)
-    text = rep.render(rep.summarize(frame, metric), metric, fmt)
+    text = rep.render(rep.summarize(frame, metric, skipped), metric, fmt)
     typer.echo(text)
+    if skipped:
+        typer.echo(f"skipped {len(skipped)} run folder(s):", err=True)
+        for path, why in skipped:
+            typer.echo(f"  {path}: {why}", err=True)
     if out:
         write_text(out, text)
     if plot:
@@ -311,7 +385,7 @@ def report(
 @app.command()
 def models(
     dataset: Optional[str] = typer.Option(None, "--dataset", "-d", help="Only presets of this dataset."),
-    fmt: str = typer.Option("table", "--format", help="table, csv or json."),
+    fmt: Literal["table", "csv", "json"] = typer.Option("table", "--format", help="table, csv or json."),
 ):
     """List every model with its sizes, parameters and MACs (ours and the paper's convention).
 
@@ -325,24 +399,46 @@ def models(
 @app.command()
 def demo(
     workspace: Path = typer.Option(Path("emotk-demo"), "--workspace", "-w", help="Where to build the demo dataset and runs."),
-    epochs: int = typer.Option(8, help="Training epochs."),
+    epochs: int = typer.Option(8, min=1, help="Training epochs."),
+    device: str = typer.Option("cpu", help="cpu (default: the same numbers on every machine), cuda or cuda:N."),
     quiet: bool = QuietOpt,
 ):
-    """Build a small AffWild2-layout dataset from a real photo and run the whole chain on it (offline, CPU).
+    """Build a small AffWild2-layout dataset from a real photo and run the whole chain on it (offline; CPU unless --device).
 
     Example: emotk demo
     """
     from emotk.demo import run_demo
 
-    run_demo(Path(workspace), epochs=epochs, progress=not quiet, echo=typer.echo)
+    run_demo(Path(workspace), epochs=epochs, progress=not quiet, echo=typer.echo, device=device)
+
+
+def _fail(message: str, code: int = 2) -> None:
+    typer.echo(f"error: {message}", err=True)
+    sys.exit(code)
 
 
 def main() -> None:
+    """Entry point: emotk's own errors become one line ``error: …`` and exit status 2, no traceback.
+
+    Handled: :class:`EmotkError` and its subclasses (what was wrong and what to do), a
+    ``PermissionError`` (the file emotk could not read or write), and an ``OSError`` of a full disk
+    or quota. Typer's own usage errors (a bad option or value) exit 2 with the usage line. Anything
+    else is a bug in emotk and keeps its traceback.
+    """
     try:
         app()
     except EmotkError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        sys.exit(2)
+        _fail(str(exc))
+    except PermissionError as exc:
+        what = exc.filename or exc
+        _fail(f"permission denied: {what} ({exc.strerror or 'not allowed'}); "
+              "give your user access to it (chmod/chown) or point emotk elsewhere.")
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        where = f" while writing {exc.filename}" if exc.filename else ""
+        _fail(f"no space left on the device{where} ({exc.strerror}); free some space (or use another "
+              "--workspace) and run the same command again.")
 
 
 if __name__ == "__main__":

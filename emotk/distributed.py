@@ -81,11 +81,39 @@ def init(device: str | None = None) -> DistInfo:
     return DistInfo(info.rank, info.world_size, info.local_rank, dist.get_backend())
 
 
+def resolve_device(name: str | None) -> torch.device:
+    """The torch device for ``--device NAME``: None means CUDA when present, else the CPU.
+
+    Raises :class:`~emotk.errors.EmotkError` (one sentence, what to pass instead) for a name torch
+    does not know, a device type emotk does not run on, or a CUDA/MPS device this machine lacks.
+    """
+    from emotk.errors import EmotkError
+
+    if name is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(str(name).strip())
+    except (RuntimeError, ValueError):
+        raise EmotkError(f"--device {name!r} is not a device name: use cpu, cuda or cuda:N (N a GPU index).") from None
+    if dev.type not in ("cpu", "cuda", "mps"):
+        raise EmotkError(f"--device {name!r}: emotk runs on cpu, cuda or cuda:N (and mps), not on {dev.type!r}.")
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            built = "a CPU-only build" if torch.version.cuda is None else f"built for CUDA {torch.version.cuda}"
+            raise EmotkError(f"--device {name}: this machine has no usable CUDA GPU (torch {torch.__version__} is "
+                             f"{built}); pass --device cpu or leave --device out.")
+        count = torch.cuda.device_count()
+        if dev.index is not None and dev.index >= count:
+            raise EmotkError(f"--device {name}: this machine has {count} CUDA GPU(s), cuda:0 … cuda:{count - 1}.")
+    if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise EmotkError(f"--device {name}: Apple's MPS is not available here; pass --device cpu.")
+    return dev
+
+
 def device_for(info: DistInfo, device: str | None) -> torch.device:
-    """The device of this rank: ``cuda:<local rank>`` under torchrun with CUDA, else the one asked."""
-    if device is None:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    dev = torch.device(device)
+    """The device of this rank: ``cuda:<local rank>`` under torchrun with CUDA, else the one asked
+    (checked by :func:`resolve_device`)."""
+    dev = resolve_device(device)
     if info.distributed and dev.type == "cuda":
         return torch.device("cuda", info.local_rank)
     return dev
@@ -215,5 +243,5 @@ def launch(nproc: int, args: Sequence[str]) -> int:
     return proc.returncode
 
 
-__all__ = ["DistInfo", "env_info", "init", "device_for", "barrier", "broadcast_object", "gather_objects",
+__all__ = ["DistInfo", "env_info", "init", "device_for", "resolve_device", "barrier", "broadcast_object", "gather_objects",
            "GlobalBatchSampler", "gather_batch", "shard_sizes", "strip_option", "torchrun_command", "launch"]

@@ -1,18 +1,23 @@
 """Paper-style tables and training-curve plots over run directories.
 
 A run directory (written by the train loop) is
-``<runs>/<dataset>/<model>-<size>/<split>/<fold>-seed<s>/`` with
+``<runs>/<dataset>/<model>-<size>-<hash>/<split>/<part>-seed<s>/`` with
 
-- ``config.json``: at least ``model``, ``size``, ``dataset``, ``split``, ``fold`` (``k`` or
-  ``"official"``), ``seed``, ``protocol``, ``params``, ``metric`` (the primary metric name),
-  ``emotk_version``; optionally ``macs``;
+- ``config.json``: at least ``model``, ``size``, ``dataset``, ``split``, ``fold`` (``k`` or null),
+  ``seed``; as the loop writes it also ``config_hash`` and ``identity`` (the resolved configuration
+  behind the hash), ``protocol_name``, ``select_on`` (val | heldout | last), ``params``, ``macs``,
+  ``metric`` (the primary metric name), ``emotk_version``;
 - ``metrics.json``: ``{"status": "finished", "best_epoch": int, "metrics": {name: float}}`` — the
-  held-out metrics of the best checkpoint; a run without it, or with another status, is unfinished;
-- ``history.csv``: ``epoch, train_loss, val_loss, val_<metric>..., lr``.
+  metrics of the selected weights on the reported part; a run without it, or with another status,
+  is unfinished;
+- ``history.csv``: ``epoch, stage, stage_epoch, train_loss, val_<metric>, lr``.
 
-:func:`collect` reads finished runs into one row each; :func:`summarize` reports mean ± std over
-*all* folds × seeds of a configuration (never the best seed; sample std, ddof=1, null for one run);
-:func:`render` prints markdown, CSV or LaTeX (booktabs); :func:`plot_curves` draws training curves.
+:func:`collect` reads finished runs into one row each (and lists the runs it skipped, with the reason);
+:func:`summarize` reports mean ± std over *all* folds × seeds of one configuration — one row per
+configuration hash, never averaged across configurations (sample std, ddof=1, null for one run), with
+a ``differs`` column saying what sets a row apart from the other rows of the same model and data;
+:func:`render` prints markdown, CSV or LaTeX (booktabs) with the selection rule of every row;
+:func:`plot_curves` draws training curves.
 """
 
 from __future__ import annotations
@@ -31,12 +36,19 @@ from emotk.errors import EmotkError, RunError
 
 __all__ = ["find_runs", "collect", "summarize", "render", "table", "plot_curves", "GROUP_KEYS", "FORMATS"]
 
-GROUP_KEYS = ("model", "size", "dataset", "split", "protocol")
-"""Columns that identify one configuration (one table row)."""
+GROUP_KEYS = ("model", "size", "dataset", "split", "protocol", "select_on", "config")
+"""Columns that identify one configuration (one table row); ``config`` is the configuration hash."""
+
+SELECTION_NOTE = {
+    "val": "epoch selected on a validation part, never on the reported part",
+    "heldout": "epoch selected on the reported part itself (the papers' optimistic rule)",
+    "last": "last epoch, no selection",
+}
 
 FORMATS = ("md", "csv", "latex")
 
-_RUN_COLUMNS = ("model", "size", "dataset", "split", "protocol", "fold", "seed", "params", "macs", "best_epoch", "run_dir")
+_RUN_COLUMNS = ("model", "size", "dataset", "split", "protocol", "select_on", "config", "identity", "fold", "seed",
+                "params", "macs", "best_epoch", "run_dir")
 _REQUIRED_CONFIG = ("model", "dataset", "split", "fold", "seed")
 _DASH = "—"
 
@@ -121,7 +133,10 @@ def _read_run(run_dir: Path) -> tuple[dict, dict[str, float]] | None:
         "size": _label(cfg.get("size")),
         "dataset": _label(cfg["dataset"]),
         "split": _label(cfg["split"]),
-        "protocol": _label(cfg.get("protocol")),
+        "protocol": _label(cfg.get("protocol_name", cfg.get("protocol"))),
+        "select_on": _label(cfg.get("select_on", result.get("select_on"))),
+        "config": _label(cfg.get("config_hash")),
+        "identity": json.dumps(cfg.get("identity"), sort_keys=True, default=str) if cfg.get("identity") else None,
         "fold": _label(cfg["fold"]) if cfg["fold"] is not None else "official",
         "seed": _as_int(cfg["seed"], cfg_path, "seed"),
         "params": _as_int(cfg.get("params"), cfg_path, "params"),
@@ -133,7 +148,7 @@ def _read_run(run_dir: Path) -> tuple[dict, dict[str, float]] | None:
     return row, values
 
 
-def collect(paths: Iterable[str | Path]) -> pl.DataFrame:
+def collect(paths: Iterable[str | Path], skipped: list[tuple[str, str]] | None = None) -> pl.DataFrame:
     """One row per finished run under ``paths``.
 
     Columns: ``model, size, dataset, split, protocol, fold`` (str: ``"0"``, ``"1"``, … or
@@ -150,6 +165,8 @@ def collect(paths: Iterable[str | Path]) -> pl.DataFrame:
         read = _read_run(run_dir)
         if read is None:
             unfinished += 1
+            if skipped is not None:
+                skipped.append((str(run_dir), "unfinished (metrics.json status is not 'finished')"))
             continue
         row, values = read
         for name, v in values.items():
@@ -164,7 +181,7 @@ def collect(paths: Iterable[str | Path]) -> pl.DataFrame:
         raise RunError(f"no finished runs under {where}: {detail}; train with `emotk train` first or point at the runs folder")
     schema = {
         "model": pl.Utf8, "size": pl.Utf8, "dataset": pl.Utf8, "split": pl.Utf8, "protocol": pl.Utf8,
-        "fold": pl.Utf8, "seed": pl.Int64, "params": pl.Int64, "macs": pl.Int64, "best_epoch": pl.Int64,
+        "select_on": pl.Utf8, "config": pl.Utf8, "identity": pl.Utf8, "fold": pl.Utf8, "seed": pl.Int64, "params": pl.Int64, "macs": pl.Int64, "best_epoch": pl.Int64,
         "run_dir": pl.Utf8,
     }
     schema.update({name: pl.Float64 for name in metric_names})
@@ -188,7 +205,38 @@ def primary_metric(paths: Iterable[str | Path]) -> str:
     return names[0]
 
 
-def summarize(df: pl.DataFrame, metric: str) -> pl.DataFrame:
+def _flatten(obj, prefix: str = "") -> dict[str, str]:
+    if isinstance(obj, dict):
+        out = {}
+        for k, v in obj.items():
+            out.update(_flatten(v, f"{prefix}{k}."))
+        return out
+    if isinstance(obj, list) and obj and all(isinstance(v, dict) for v in obj):
+        out = {}
+        for i, v in enumerate(obj):
+            out.update(_flatten(v, f"{prefix}{i}."))
+        return out
+    return {prefix[:-1]: json.dumps(obj, sort_keys=True, default=str)}
+
+
+def _short(key: str, value: str) -> str:
+    key = key.removeprefix("protocol.").removeprefix("model_options.")
+    if key.startswith("fingerprints."):
+        return f"{key.removeprefix('fingerprints.')} file {json.loads(value)[:8]}"
+    return f"{key}={value.strip(chr(34))}"
+
+
+def differences(identities: list[str | None]) -> list[str]:
+    """Per identity (JSON), the settings in which it differs from the others given ("" when alone or equal)."""
+    flat = [_flatten(json.loads(i)) if i else {} for i in identities]
+    if len(flat) < 2:
+        return [""] * len(flat)
+    keys = sorted({k for f in flat for k in f})
+    varying = [k for k in keys if len({f.get(k) for f in flat}) > 1 and not k.startswith(("protocol.description", "protocol.name"))]
+    return [", ".join(_short(k, f.get(k, "null")) for k in varying) for f in flat]
+
+
+def summarize(df: pl.DataFrame, metric: str, skipped: list[tuple[str, str]] | None = None) -> pl.DataFrame:
     """Mean ± std of ``metric`` over every fold × seed of each (model, size, dataset, split, protocol).
 
     Never the best seed: all runs count. ``std`` is the sample standard deviation (ddof=1), null
@@ -203,6 +251,10 @@ def summarize(df: pl.DataFrame, metric: str) -> pl.DataFrame:
             f"available metrics: {', '.join(available) or '(none)'}"
         )
     runs = df.filter(pl.col(metric).is_not_null() & pl.col(metric).is_not_nan())
+    if skipped is not None:
+        for r in df.filter(~(pl.col(metric).is_not_null() & pl.col(metric).is_not_nan())).iter_rows(named=True):
+            skipped.append((r["run_dir"], f"no {metric!r} in its metrics (dataset {r['dataset']}, metric "
+                                          f"{', '.join(c for c in _metric_columns(df) if r.get(c) is not None)})"))
     if runs.height == 0:
         raise RunError(f"metric {metric!r} has no value in any finished run; available metrics: {', '.join(available)}")
     keys = list(GROUP_KEYS)
@@ -223,12 +275,22 @@ def summarize(df: pl.DataFrame, metric: str) -> pl.DataFrame:
         pl.col("fold").n_unique().cast(pl.Int64).alias("n_folds"),
         pl.col("seed").n_unique().cast(pl.Int64).alias("n_seeds"),
         pl.col("params").drop_nulls().first().alias("params"),
+        pl.col("identity").drop_nulls().first().alias("identity"),
     ]
     has_macs = "macs" in runs.columns and runs["macs"].null_count() < runs.height
     if has_macs:
         aggs.append(pl.col("macs").drop_nulls().first().alias("macs"))
     out = runs.group_by(keys, maintain_order=True).agg(aggs)
-    return out.sort(["dataset", "split", "protocol", "model", "size"], nulls_last=True)
+    out = out.sort(["dataset", "split", "protocol", "model", "size", "config"], nulls_last=True)
+    differs = [""] * out.height
+    rows = out.select("model", "size", "dataset", "split", "identity").to_dicts()
+    same: dict[tuple, list[int]] = {}
+    for i, r in enumerate(rows):
+        same.setdefault((r["model"], r["size"], r["dataset"], r["split"]), []).append(i)
+    for idx in same.values():
+        for i, text in zip(idx, differences([rows[i]["identity"] for i in idx])):
+            differs[i] = text
+    return out.drop("identity").with_columns(pl.Series("differs", differs, dtype=pl.Utf8))
 
 
 # --------------------------------------------------------------------------------------- rendering
@@ -256,7 +318,9 @@ def _direction(metric: str) -> str:
 
 def _rows(summary: pl.DataFrame, digits: int) -> tuple[list[str], list[list[str]]]:
     has_macs = "macs" in summary.columns
-    header = ["Model", "Dataset", "Split", "Protocol", "mean ± std", "Runs", "Params"] + (["MACs"] if has_macs else [])
+    header = ["Model", "Dataset", "Split", "Protocol", "Selection", "mean ± std", "Runs", "Params"] + (["MACs"] if has_macs else [])
+    if summary["differs"].str.len_chars().max():
+        header.append("Config (differs)")
     body = []
     for r in summary.iter_rows(named=True):
         model = r["model"] if r["size"] is None else f"{r['model']}-{r['size']}"
@@ -266,12 +330,15 @@ def _rows(summary: pl.DataFrame, digits: int) -> tuple[list[str], list[list[str]
             r["dataset"] or _DASH,
             r["split"] or _DASH,
             r["protocol"] or _DASH,
+            (r["select_on"] or _DASH) + (" (optimistic)" if r["select_on"] == "heldout" else ""),
             f"{r['mean']:.{digits}f} ± {std}",
             str(r["n_runs"]),
             _si(r["params"]),
         ]
         if has_macs:
             cells.append(_si(r["macs"]))
+        if "Config (differs)" in header:
+            cells.append(f"{r['config'] or _DASH}" + (f": {r['differs']}" if r["differs"] else ""))
         body.append(cells)
     return header, body
 
@@ -297,16 +364,19 @@ def render(summary: pl.DataFrame, metric: str, fmt: str = "md", digits: int = 4)
     if fmt == "csv":
         cols = [*GROUP_KEYS, "metric", "mean", "std", "n_runs", "n_folds", "n_seeds", "params"]
         cols += ["macs"] if "macs" in summary.columns else []
+        cols += ["differs"]
         return summary.select(cols).write_csv()
     header, body = _rows(summary, digits)
     arrow = _direction(metric)
-    header[4] = f"{metric}{' ' + arrow if arrow else ''} (mean ± std)"
+    header[5] = f"{metric}{' ' + arrow if arrow else ''} (mean ± std)"
+    rules = sorted({r for r in summary["select_on"].to_list() if r})
+    note = "Selection: " + "; ".join(f"{r} = {SELECTION_NOTE.get(r, r)}" for r in rules) + "." if rules else ""
     if fmt == "md":
-        right = {4, 5, 6, 7}
+        right = {5, 6, 7, 8}
         lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---:" if i in right else "---" for i in range(len(header))) + "|"]
         lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in body]
-        return "\n".join(lines) + "\n"
-    spec = "llll" + "r" * (len(header) - 4)
+        return "\n".join(lines) + "\n" + (f"\n{note}\n" if note else "")
+    spec = "lllll" + "r" * (len(header) - 5)
     lines = [
         r"% requires \usepackage{booktabs}",
         rf"\begin{{tabular}}{{{spec}}}",
@@ -315,7 +385,7 @@ def render(summary: pl.DataFrame, metric: str, fmt: str = "md", digits: int = 4)
         r"\midrule",
     ]
     lines += [" & ".join(_latex_escape(c) for c in row) + r" \\" for row in body]
-    lines += [r"\bottomrule", r"\end{tabular}"]
+    lines += [r"\bottomrule", r"\end{tabular}"] + ([f"% {note}"] if note else [])
     return "\n".join(lines) + "\n"
 
 

@@ -1,4 +1,4 @@
-"""Splits: subject-disjoint k-fold, the dataset's official split, and the leakage check.
+"""Splits: group-disjoint k-fold (by subject, session, speaker or any manifest column), the dataset's official split, and the leakage check.
 
 A split file ``splits/<name>.parquet`` has ``sample_id``, ``subject`` and either ``fold`` (k-fold:
 train on the other folds, validate on fold k) or ``split`` (train / validation / test).
@@ -16,34 +16,46 @@ from emotk.errors import SplitError
 from emotk.workspace import Workspace
 
 
-def subject_kfold(manifest: pl.DataFrame, k: int, seed: int = 0, pool: str | None = None) -> pl.DataFrame:
-    """Assign whole subjects to ``k`` folds, balancing the folds' frame counts.
+def group_kfold(manifest: pl.DataFrame, k: int, seed: int = 0, pool: str | None = None, by: str = "subject") -> pl.DataFrame:
+    """Assign whole groups (values of the manifest column ``by``: subject, session, speaker, …) to ``k`` folds,
+    balancing the folds' frame counts.
 
-    Subjects are taken heaviest first (ties broken by a seeded shuffle) and each goes to the fold
-    with the fewest frames so far. ``pool`` restricts the folds to one official split (e.g. train).
+    Groups are taken heaviest first (ties broken by a seeded shuffle) and each goes to the fold with
+    the fewest frames so far. ``pool`` restricts the folds to one official split (e.g. train). The
+    result keeps ``subject`` (the unit of leakage, checked by :func:`check`) and, for another
+    grouping, the group as column ``group``.
     """
     if k < 2:
         raise SplitError(f"--folds must be at least 2 (got {k}).")
+    if by not in manifest.columns:
+        usable = [c for c, t in manifest.schema.items() if t == pl.Utf8 and c not in ("sample_id", "media", "media_root", "media_kind", "kind", "split")]
+        raise SplitError(f"the manifest has no column {by!r} to group by; groupable columns: {', '.join(usable)}.")
     frame = manifest if pool is None else manifest.filter(pl.col("split") == pool)
     if frame.height == 0:
         raise SplitError(f"no samples in official split {pool!r} to make folds from.")
+    if frame[by].null_count():
+        raise SplitError(f"{frame[by].null_count()} samples have no {by!r}; they cannot be assigned to a {by} fold.")
     weight = pl.when(pl.col("n_frames") > 0).then(pl.col("n_frames")).otherwise(1)
-    subjects = frame.group_by("subject").agg(weight.sum().alias("w")).sort("subject")
-    if subjects.height < k:
-        raise SplitError(f"{subjects.height} subjects cannot fill {k} subject-disjoint folds; use --folds {subjects.height} or fewer.")
+    groups = frame.group_by(by).agg(weight.sum().alias("w")).sort(by)
+    if groups.height < k:
+        raise SplitError(f"{groups.height} {by} groups cannot fill {k} {by}-disjoint folds; use --folds {groups.height} or fewer.")
     rng = random.Random(seed)
-    order = list(zip(subjects["subject"].to_list(), subjects["w"].to_list()))
+    order = list(zip(groups[by].to_list(), groups["w"].to_list()))
     rng.shuffle(order)
-    order.sort(key=lambda sw: -sw[1])  # stable: equal weights keep the shuffled order
+    order.sort(key=lambda gw: -gw[1])  # stable: equal weights keep the shuffled order
     load = [0] * k
-    fold_of: dict[str, int] = {}
-    for subject, w in order:
+    fold_of: dict = {}
+    for group, w in order:
         f = min(range(k), key=lambda i: (load[i], i))
-        fold_of[subject] = f
+        fold_of[group] = f
         load[f] += w
-    return frame.select("sample_id", "subject").with_columns(
-        pl.col("subject").replace_strict(fold_of, return_dtype=pl.Int64).alias("fold")
-    )
+    cols = ["sample_id", "subject"] + ([pl.col(by).cast(pl.Utf8).alias("group")] if by != "subject" else [])
+    return frame.select(*cols, pl.col(by).replace_strict(fold_of, return_dtype=pl.Int64).alias("fold"))
+
+
+def subject_kfold(manifest: pl.DataFrame, k: int, seed: int = 0, pool: str | None = None) -> pl.DataFrame:
+    """:func:`group_kfold` by subject."""
+    return group_kfold(manifest, k, seed, pool, "subject")
 
 
 def official(manifest: pl.DataFrame) -> pl.DataFrame:
@@ -75,10 +87,8 @@ def make_split(ws: Workspace, dataset: str, by: str = "subject", folds: int = 5,
     manifest = ws.read_manifest(dataset)
     if by == "official":
         frame = official(manifest)
-    elif by == "subject":
-        frame = subject_kfold(manifest, folds, seed, pool)
     else:
-        raise SplitError(f"unknown --by {by!r}: use 'subject' or --official.")
+        frame = group_kfold(manifest, folds, seed, pool, by)
     if by != "official":
         check(frame, "the new split")
     path = ws.split_path(dataset, name or split_name(by, folds, pool))
@@ -91,7 +101,15 @@ def read_split(ws: Workspace, dataset: str, name: str) -> pl.DataFrame:
     if not path.exists():
         have = sorted(p.stem for p in ws.splits_dir(dataset).glob("*.parquet"))
         raise SplitError(f"split {name!r} does not exist at {path} (have: {have or 'none'}). Run `emotk split` first.")
-    return pl.read_parquet(path)
+    try:
+        frame = pl.read_parquet(path)
+    except (OSError, pl.exceptions.PolarsError) as exc:
+        raise SplitError(f"{path} is not a readable split file ({str(exc).splitlines()[0][:120]}); "
+                         "delete it and make it again with `emotk split`.") from None
+    if "sample_id" not in frame.columns or "subject" not in frame.columns or not ({"fold", "split"} & set(frame.columns)):
+        raise SplitError(f"{path} lacks the split columns (sample_id, subject, fold or split; it has {frame.columns}); "
+                         "delete it and make it again with `emotk split`.")
+    return frame
 
 
 def check_file(ws: Workspace, dataset: str, name: str) -> pl.DataFrame:

@@ -56,3 +56,11 @@ def copy_prepared(src: Path, dst: Path, with_features: bool = False) -> Path:
 
     shutil.copytree(src, dst, ignore=None if with_features else shutil.ignore_patterns("features", "runs"))
     return dst
+
+
+def find_run(runs: Path, model_size: str, split: str, part: str | None = None, dataset: str = "affwild2") -> Path:
+    """The one run folder ``<runs>/<dataset>/<model>-<size>-<hash>/<split>[/<part>]`` (whatever its configuration hash)."""
+    pattern = f"{model_size}-*/{split}" + (f"/{part}" if part else "")
+    matches = sorted((Path(runs) / dataset).glob(pattern))
+    assert len(matches) == 1, f"expected one run folder {pattern} under {runs}/{dataset}, found {matches}"
+    return matches[0]

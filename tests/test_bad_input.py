@@ -98,21 +98,22 @@ def test_odd_file_names_and_duplicate_tracks(mini_affwild2, tmp_path):
     raw = tmp_path / "raw"
     shutil.copytree(mini_affwild2, raw)
     crops, ann = raw / "cropped_aligned", raw / ANN
-    os.rename(crops / "video45_1", crops / "clip 7 été")  # spaces and non-ASCII: fine
+    os.rename(crops / "video45_1", crops / "clip 7 été")  # spaces and non-ASCII: not a sample id, listed, skipped
     os.rename(ann / "Validation_Set/video45_1.txt", ann / "Validation_Set/clip 7 été.txt")
     os.rename(bytes(crops / "102"), bytes(crops) + b"/bad\xff name")  # not UTF-8: listed, skipped
     os.rename(bytes(ann / "Train_Set/102.txt"), bytes(ann) + b"/Train_Set/bad\xff name.txt")
     shutil.copy(ann / "Validation_Set/24-30-640x360.txt", ann / "Train_Set/24-30-640x360.txt")  # in two splits
     ws = Workspace.open(tmp_path / "ws")
     manifest, failures = prepare_dataset(ws, "affwild2", raw)
-    assert "clip 7 été" in manifest["sample_id"].to_list()
+    assert "clip 7 été" not in manifest["sample_id"].to_list()
     assert "24-30-640x360" not in manifest["sample_id"].to_list()
     reasons = {f["sample_id"]: f["reason"] for f in _failures(ws)}  # written as readable UTF-8
     assert "not valid UTF-8" in reasons["bad\\xff name"] and "annotated twice" in reasons["24-30-640x360"]
+    assert "cannot be a sample id" in reasons["clip 7 été"]
     summary = extract_frames(ws, "affwild2", **OPTS)
     assert summary.done == manifest.height
     with FeatureStore(ws.feature_path("affwild2", "regnet_y_400mf")) as store:
-        assert store.read("clip 7 été")[1].sum() > 0
+        assert store.read("10-60-1280x720_left")[1].sum() > 0
 
 
 def test_duplicate_sample_ids_refused(ready):
@@ -139,8 +140,9 @@ def test_manifest_paths_cannot_escape(ready, tmp_path):
 
 
 def test_checkpoints_of_another_model_or_unreadable(ready, tmp_path):
-    common = dict(dataset="affwild2", features="regnet_y_400mf", split="official", epochs=1, seq_len=16,
-                  runs_dir=str(tmp_path / "runs"), model_options={"hidden": 8, "layers": 1})
+    common = dict(dataset="affwild2", inputs={"frames": "regnet_y_400mf"}, split="official",
+                  overrides={"stages.*.epochs": 1, "seq_len": 16}, runs_dir=str(tmp_path / "runs"),
+                  model_options={"hidden": 8, "layers": 1})
     gru = TrainConfig(model="gru", **common)
     train_run(ready, gru, progress=False)
     lstm_dir = run_dir(ready, TrainConfig(model="lstm", **common))
@@ -157,10 +159,10 @@ def test_checkpoints_of_another_model_or_unreadable(ready, tmp_path):
     proc = emotk(*args, workspace=ready.root, check=False)
     _clean(proc)
     assert "not a readable emotk checkpoint" in proc.stderr and "delete it" in proc.stderr
-    # an unfinished run asked to continue with other settings: refused, naming the option
+    # other settings are another run (another folder); the unfinished one is left as it was
     (run_dir(ready, gru) / "metrics.json").unlink()
-    with pytest.raises(RunError, match="lr: run has 0.001, asked 0.01"):
-        train_run(ready, TrainConfig(model="gru", lr=1e-2, **common), progress=False)
+    other = TrainConfig(model="gru", **{**common, "overrides": {**common["overrides"], "stages.*.optimizer.lr": 1e-2}})
+    assert run_dir(ready, other) != run_dir(ready, gru)
     with pytest.raises(RunError, match="--no-resume"):
         train_run(ready, gru, resume=False, progress=False)
     assert (run_dir(ready, gru) / "best.pt").exists()

@@ -76,8 +76,8 @@ def test_train_killed_then_resumed_ends_like_uninterrupted(ws, tmp_path):
     args = ["train", "gru", "--split", "official", "--epochs", "4", "--batch-size", "4", "--seq-len", "16", "--quiet",
             "-o", "hidden=16", "-o", "layers=2", "-o", "dropout=0.3"]
     emotk(*args, "--runs", str(tmp_path / "straight"), workspace=ws)
-    straight = tmp_path / "straight/affwild2/gru-sm/official/official-seed1"
-    run = tmp_path / "killed/affwild2/gru-sm/official/official-seed1"
+    straight = find_run(tmp_path / "straight", "gru-sm", "official", "official-seed1")
+    run = tmp_path / "killed" / straight.relative_to(tmp_path / "straight")  # same identity, same hash
     proc = _start([*args, "--runs", str(tmp_path / "killed")], ws)
     killed = _kill_when(proc, lambda: (run / "checkpoint.pt").exists(), random.Random(1).uniform(0.0, 0.05))
     assert killed and not (run / "metrics.json").exists(), "train finished before it could be killed"

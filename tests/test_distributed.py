@@ -14,7 +14,7 @@ from emotk.datasets import prepare_dataset
 from emotk.distributed import GlobalBatchSampler, shard_sizes, strip_option, torchrun_command
 from emotk.train.schedule import Job, run_pool
 from emotk.workspace import Workspace
-from tests.procs import EXTRACT, TINY_GRU, assert_same_store, copy_prepared, emotk, store_arrays, torchrun
+from tests.procs import EXTRACT, TINY_GRU, assert_same_store, copy_prepared, emotk, find_run, store_arrays, torchrun
 
 #: 2 processes vs 1: every history value, metric and weight agrees to this absolute tolerance. The
 #: differences come only from float reduction order (GRU kernels on half batches, the gradient
@@ -56,7 +56,7 @@ def test_launcher_is_an_argument_list():
 
 
 def _run(runs):
-    return runs / "affwild2/gru-sm/official/official-seed1"
+    return find_run(runs, "gru-sm", "official", "official-seed1")
 
 
 def test_two_gloo_processes_train_like_one(ws, tmp_path):
@@ -113,7 +113,7 @@ def test_fold_seed_schedule_on_two_cpu_slots(ws, tmp_path):
     out = emotk(*args, "--gpus", "cpu,cpu", workspace=ws)
     assert "fold 0 seed 1: ccc" in out.stdout and "(already finished)" in out.stdout
     assert out.stdout.count("(slot cpu)") == 2
-    base = runs / "affwild2/gru-sm/subject-k3-train"
+    base = find_run(runs, "gru-sm", "subject-k3-train")
     assert sorted(p.name for p in base.iterdir()) == ["fold0-seed1", "fold1-seed1", "fold2-seed1"]
     log = (base / "fold1-seed1/train.log").read_text()
     assert "slot cpu" in log and "fold 1 seed 1: ccc" in log

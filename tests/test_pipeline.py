@@ -10,6 +10,7 @@ import pytest
 from emotk.errors import FeatureStoreError
 from emotk.features.store import FeatureStore, FeatureWriter, parts_dir
 from tests.conftest import MINI_TRACKS, run_cli
+from tests.procs import find_run
 
 
 @pytest.fixture(scope="module")
@@ -90,12 +91,12 @@ def test_train_and_report(ws):
             "-o", "hidden=32", "-o", "layers=1"]
     out = run_cli(*args, "--seeds", "1,2", workspace=ws)
     assert "official seed 2: ccc" in out.stdout
-    run = ws / "runs/affwild2/gru-sm/official/official-seed1"
+    run = find_run(ws / "runs", "gru-sm", "official", "official-seed1")
     for name in ("config.json", "checkpoint.pt", "best.pt", "history.csv", "metrics.json", "predictions.parquet"):
         assert (run / name).exists(), name
     config = json.loads((run / "config.json").read_text())
-    assert config["model_options"] == {"hidden": 32, "layers": 1} and config["lr"] == 1e-3
-    assert len(config["inputs"]["features"]) == 64 and config["versions"]["torch"]
+    assert config["model_options"] == {"hidden": 32, "layers": 1} and config["protocol_resolved"]["stages"][0]["optimizer"]["lr"] == 1e-3
+    assert len(config["fingerprints"]["features:regnet_y_400mf"]) == 64 and config["versions"]["torch"]
     preds = pl.read_parquet(run / "predictions.parquet")
     assert set(preds["sample_id"]) == {"video45_1", "24-30-640x360"}
     assert preds["pred_valence"].abs().max() <= 1.0  # tanh head
@@ -118,7 +119,7 @@ def test_train_and_report(ws):
 def test_train_kfold_all_folds(ws):
     run_cli("train", "gru", "--split", "subject-k3-train", "--fold", "all", "--epochs", "1", "--seq-len", "16",
             "--quiet", "-o", "hidden=16", "-o", "layers=1", workspace=ws)
-    runs = sorted(p.name for p in (ws / "runs/affwild2/gru-sm/subject-k3-train").iterdir())
+    runs = sorted(p.name for p in find_run(ws / "runs", "gru-sm", "subject-k3-train").iterdir())
     assert runs == ["fold0-seed1", "fold1-seed1", "fold2-seed1"]
 
 

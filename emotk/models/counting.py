@@ -44,10 +44,12 @@ def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def _example(model: nn.Module, in_dim: int, seq_len: int, batch: int) -> torch.Tensor:
+def _example(model: nn.Module, in_dim: int | tuple[int, ...], seq_len: int, batch: int) -> torch.Tensor:
+    """Zeros ``[batch, seq_len, in_dim]`` (or ``[batch, seq_len, *in_dim]`` for a per-frame shape, e.g. crops)."""
     p = next(model.parameters(), None)
     device = p.device if p is not None else "cpu"
-    return torch.zeros(batch, seq_len, in_dim, device=device)
+    shape = tuple(in_dim) if isinstance(in_dim, (tuple, list)) else (in_dim,)
+    return torch.zeros(batch, seq_len, *shape, device=device)
 
 
 def rnn_macs(m: nn.RNNBase, batch: int, steps: int) -> int:

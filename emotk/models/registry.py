@@ -32,6 +32,7 @@ class ModelInfo:
     family: str  # "temporal" | "image" | "multimodal"
     description: str
     causal: bool = False
+    streams: tuple[str, ...] = ("frames",)  # the input streams forward() takes, in order
 
 
 @dataclass(frozen=True)
@@ -61,13 +62,14 @@ MODELS: dict[str, ModelInfo] = {}
 PRESETS: dict[tuple[str, str, str | None], Preset] = {}
 
 
-def register_model(name: str, *, family: str, description: str, causal: bool = False):
-    """Decorator registering a builder under ``name``."""
+def register_model(name: str, *, family: str, description: str, causal: bool = False,
+                   streams: tuple[str, ...] = ("frames",)):
+    """Decorator registering a builder under ``name``; ``streams`` are the inputs its module's forward takes."""
 
     def wrap(fn):
         if name in MODELS:
             raise ValueError(f"model {name!r} registered twice")
-        MODELS[name] = ModelInfo(name, fn, family, description, causal)
+        MODELS[name] = ModelInfo(name, fn, family, description, causal, tuple(streams))
         return fn
 
     return wrap

@@ -1,9 +1,23 @@
-"""Training inputs: cached features held in memory (float16) and cut into windows.
+"""Training inputs as named streams, cut into windows; a batch is a dict of padded tensors.
+
+Streams (one source object per kind reads one sample's frames):
+
+- ``frames``: a feature cache (``features/<name>.h5``) held in memory as float16, ``[L, D]`` per window;
+- ``crops``: the face-crop images of the manifest's frame folders, decoded at the window's frame
+  indices (in DataLoader workers) and resized to ``image_size``, ``[L, 3, S, S]`` uint8 per window —
+  for training a frame encoder end to end with the temporal model.
+
+(``image``, ``audio``, ``text`` and ``video`` sources plug in the same way: a ``masks`` list, a
+``shape`` and ``take(sample, frames)``.)
+
+A batch is ``{stream: [B, L, …], "<stream>_mask": [B, L], "valid": [B, L], "y": targets, "index": [B]}``:
+``<stream>_mask`` marks the frames the stream really observed, ``valid`` the frames the loss and the
+metrics count (observed by every stream, labelled, not padding).
 
 Window builders, one per task kind:
-- ``frame_regression`` (AffWild2): per sample, the frames with a valid label and an observed face
-  are cut into non-overlapping runs of ``seq_len`` (the released code's 'sequential' sampler); the
-  last run is edge-padded and the padding masked.
+- ``frame_*`` (AffWild2): per sample, the frames with a valid label and observed by every stream are
+  cut into non-overlapping runs of ``seq_len`` (the released code's 'sequential' sampler), optionally
+  keeping every ``stride``-th frame; the last run is edge-padded and the padding masked.
 - ``clip_*`` (EmoReact, AFEW-VA): ``seq_len`` frames sampled uniformly over the clip's observed
   frames; shorter clips are edge-padded and the padding masked.
 """
@@ -11,10 +25,12 @@ Window builders, one per task kind:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import polars as pl
 import torch
+from PIL import Image
 from torch.utils.data import Dataset
 
 from emotk.datasets import read_frame_labels
@@ -23,46 +39,121 @@ from emotk.errors import EmotkError
 from emotk.features.store import FeatureStore
 from emotk.workspace import Workspace
 
+STREAMS = ("frames", "crops")
+
+
+def check_in_manifest(ws: Workspace, dataset: str, sample_ids: list[str], what: str) -> pl.DataFrame:
+    """The manifest rows of ``sample_ids`` in that order; an id the manifest lacks is a stale split."""
+    manifest = ws.read_manifest(dataset)
+    known = set(manifest["sample_id"].to_list())
+    missing = [s for s in sample_ids if s not in known]
+    if missing:
+        raise EmotkError(f"{what} names {len(missing)} sample(s) that {ws.manifest_path(dataset)} does not have "
+                         f"(e.g. {missing[0]!r}): the split was made for another preparation of the dataset. "
+                         "Make it again with `emotk split` (and train on the new split).")
+    return pl.DataFrame({"sample_id": sample_ids}).join(manifest, on="sample_id", how="left", maintain_order="left")
+
+
+class FrameSource:
+    """Stream ``frames``: a feature cache, in memory (float16)."""
+
+    def __init__(self, ws: Workspace, dataset: str, name: str, sample_ids: list[str]):
+        path = ws.feature_path(dataset, name)
+        if not path.exists() and not path.with_name(path.stem + ".parts").is_dir():
+            raise EmotkError(f"no feature cache {name!r} in {path.parent}: make it with "
+                             f"`emotk extract --encoder ENCODER --name {name}` (or pick another with --input frames=NAME).")
+        with FeatureStore(path) as store:
+            missing = [s for s in sample_ids if s not in store]
+            if missing:
+                raise EmotkError(f"{len(missing)} samples of the split have no features in {path} (e.g. {missing[0]!r}); "
+                                 "run `emotk extract` again (it adds only what is missing) or see failures.csv: "
+                                 "samples that could not be extracted are listed there.")
+            loaded = [store.read(s) for s in sample_ids]
+        self.feats = [np.asarray(f, dtype=np.float16) for f, _ in loaded]
+        self.masks = [np.asarray(m, dtype=bool) for _, m in loaded]
+        self.shape = tuple(self.feats[0].shape[1:]) if self.feats else ()
+
+    def take(self, s: int, frames: np.ndarray) -> tuple[torch.Tensor, np.ndarray]:
+        return torch.from_numpy(self.feats[s][frames].astype(np.float32)), np.ones(len(frames), bool)
+
+
+class CropSource:
+    """Stream ``crops``: face-crop images at the window's frame indices, resized to ``image_size`` (uint8)."""
+
+    def __init__(self, ws: Workspace, dataset: str, rows: pl.DataFrame, image_size: int):
+        from emotk.features.extract import list_frames
+
+        self.size = image_size
+        self.paths: list[list[Path | None]] = []
+        self.masks: list[np.ndarray] = []
+        for row in rows.iter_rows(named=True):
+            if row["media_kind"] != "frames_dir":
+                raise EmotkError(f"sample {row['sample_id']!r} has no face-crop folder (media kind {row['media_kind']!r}); "
+                                 "the crops input needs frame folders (emotk prepare … --faces provided|detect).")
+            folder = ws.media_path(dataset, row)
+            n = int(row["n_frames"])
+            paths: list[Path | None] = [None] * n
+            if folder.is_dir():
+                for i, p in list_frames(folder, int(row["frame_base"]), n):
+                    paths[i] = p
+            self.paths.append(paths)
+            self.masks.append(np.array([p is not None for p in paths], dtype=bool))
+        self.shape = (3, image_size, image_size)
+
+    def _read(self, path: Path) -> torch.Tensor | None:
+        try:
+            with Image.open(path) as im:
+                im = im.convert("RGB")
+                if im.size != (self.size, self.size):
+                    im = im.resize((self.size, self.size), Image.BILINEAR)
+                return torch.from_numpy(np.asarray(im, dtype=np.uint8).copy()).permute(2, 0, 1)
+        except (OSError, ValueError):  # unreadable image: the frame is left out of the loss and metrics
+            return None
+
+    def take(self, s: int, frames: np.ndarray) -> tuple[torch.Tensor, np.ndarray]:
+        out = torch.zeros(len(frames), *self.shape, dtype=torch.uint8)
+        ok = np.zeros(len(frames), bool)
+        cache: dict[int, torch.Tensor | None] = {}
+        for j, f in enumerate(frames):
+            f = int(f)
+            if f not in cache:
+                path = self.paths[s][f]
+                cache[f] = None if path is None else self._read(path)
+            if cache[f] is not None:
+                out[j], ok[j] = cache[f], True
+        return out, ok
+
 
 @dataclass
-class Samples:
-    """Features, masks and labels of a set of samples, in memory."""
-
-    ids: list[str]
-    feats: list[np.ndarray]  # [T, D] float16
-    masks: list[np.ndarray]  # [T] bool: frame observed
-    frame_labels: list[np.ndarray | None]  # [T, L] float32 (NaN = no label)
-    clip_labels: np.ndarray | None  # [N, L] float32
-
-    @property
-    def dim(self) -> int:
-        return int(self.feats[0].shape[-1])
+class Labels:
+    frame: list[np.ndarray | None]  # per sample [T, L] float32 (NaN = no label), frame tasks
+    clip: np.ndarray | None  # [N, L] float32, clip tasks
 
 
-def load_samples(ws: Workspace, dataset: str, features: str, sample_ids: list[str], task: Task) -> Samples:
-    path = ws.feature_path(dataset, features)
-    manifest = ws.read_manifest(dataset)
-    with FeatureStore(path) as store:
-        missing = [s for s in sample_ids if s not in store]
-        if missing:
-            raise EmotkError(f"{len(missing)} samples of the split have no features in {path} (e.g. {missing[0]!r}); "
-                             "run `emotk extract` again (it adds only what is missing) or check failures.csv.")
-        loaded = [store.read(s) for s in sample_ids]
-    feats = [np.asarray(f, dtype=np.float16) for f, _ in loaded]
-    masks = [m for _, m in loaded]
-    frame_labels: list[np.ndarray | None] = [None] * len(sample_ids)
-    clip_labels = None
+def load_labels(ws: Workspace, dataset: str, rows: pl.DataFrame, task: Task) -> Labels:
+    ids = rows["sample_id"].to_list()
     if task.kind.startswith("frame"):
-        labels = read_frame_labels(ws.labels_path(dataset), sample_ids)
-        frame_labels = [labels.get(s) for s in sample_ids]
-    else:
-        cols = [c for c in task.targets]
-        missing_cols = [c for c in cols if c not in manifest.columns]
-        if missing_cols:
-            raise EmotkError(f"manifest of {dataset} lacks label columns {missing_cols}; run `emotk prepare` again.")
-        table = pl.DataFrame({"sample_id": sample_ids}).join(manifest.select("sample_id", *cols), on="sample_id", how="left")
-        clip_labels = table.select(cols).to_numpy().astype(np.float32)
-    return Samples(sample_ids, feats, masks, frame_labels, clip_labels)
+        labels = read_frame_labels(ws.labels_path(dataset), ids)
+        return Labels([labels.get(s) for s in ids], None)
+    missing = [c for c in task.targets if c not in rows.columns]
+    if missing:
+        raise EmotkError(f"manifest of {dataset} lacks label columns {missing}; run `emotk prepare` again.")
+    return Labels([None] * len(ids), rows.select(list(task.targets)).to_numpy().astype(np.float32))
+
+
+def make_sources(ws: Workspace, dataset: str, inputs: dict[str, str], sample_ids: list[str], what: str,
+                 image_size: int | None = None) -> tuple[dict, pl.DataFrame]:
+    """The sources of ``inputs`` (stream → spec) for ``sample_ids``, and their manifest rows."""
+    rows = check_in_manifest(ws, dataset, sample_ids, what)
+    sources = {}
+    for stream, spec in inputs.items():
+        if stream == "frames":
+            sources[stream] = FrameSource(ws, dataset, spec, sample_ids)
+        elif stream == "crops":
+            sources[stream] = CropSource(ws, dataset, rows, int(image_size or spec or 112))
+        else:
+            raise EmotkError(f"unknown input stream {stream!r}; this emotk reads {', '.join(STREAMS)}.")
+    return sources, rows
 
 
 @dataclass
@@ -72,15 +163,28 @@ class Windows:
     valid: np.ndarray  # [W, L] bool: real, labelled frame (not padding)
 
 
-def frame_windows(samples: Samples, seq_len: int) -> Windows:
+def observed(sources: dict, s: int) -> np.ndarray:
+    """Frames of sample ``s`` that every stream observed."""
+    masks = [src.masks[s] for src in sources.values()]
+    n = min(len(m) for m in masks)
+    ok = np.ones(n, bool)
+    for m in masks:
+        ok &= m[:n]
+    return ok
+
+
+def frame_windows(masks: list[np.ndarray], labels: Labels, seq_len: int, stride: int = 1) -> Windows:
     s_out, f_out, v_out = [], [], []
-    for s, (mask, labels) in enumerate(zip(samples.masks, samples.frame_labels)):
+    for s, mask in enumerate(masks):
         ok = mask.copy()
-        if labels is not None:
-            n = min(len(ok), len(labels))
-            ok[:n] &= np.isfinite(labels[:n]).all(axis=1)
+        lab = labels.frame[s]
+        if lab is not None:
+            n = min(len(ok), len(lab))
+            ok[:n] &= np.isfinite(lab[:n]).all(axis=1)
             ok[n:] = False
-        idx = np.flatnonzero(ok)
+        else:
+            ok[:] = False
+        idx = np.flatnonzero(ok)[::stride]
         for start in range(0, len(idx), seq_len):
             chunk = idx[start:start + seq_len]
             pad = seq_len - len(chunk)
@@ -88,14 +192,14 @@ def frame_windows(samples: Samples, seq_len: int) -> Windows:
             f_out.append(np.concatenate([chunk, np.full(pad, chunk[-1])]))
             v_out.append(np.arange(seq_len) < len(chunk))
     if not s_out:
-        raise EmotkError("no frame has both a valid label and features: nothing to train on. Check failures.csv.")
+        raise EmotkError("no frame has both a valid label and every input stream: nothing to train on. Check failures.csv.")
     return Windows(np.asarray(s_out), np.stack(f_out), np.stack(v_out))
 
 
-def clip_windows(samples: Samples, seq_len: int) -> Windows:
+def clip_windows(masks: list[np.ndarray], labels: Labels, seq_len: int, stride: int = 1) -> Windows:
     s_out, f_out, v_out = [], [], []
-    for s, mask in enumerate(samples.masks):
-        idx = np.flatnonzero(mask)
+    for s, mask in enumerate(masks):
+        idx = np.flatnonzero(mask)[::stride]
         if len(idx) == 0:
             continue
         if len(idx) >= seq_len:
@@ -107,6 +211,8 @@ def clip_windows(samples: Samples, seq_len: int) -> Windows:
         s_out.append(s)
         f_out.append(take)
         v_out.append(valid)
+    if not s_out:
+        raise EmotkError("no clip has an observed frame in every input stream: nothing to train on. Check failures.csv.")
     return Windows(np.asarray(s_out), np.stack(f_out), np.stack(v_out))
 
 
@@ -119,26 +225,35 @@ WINDOW_BUILDERS = {
 
 
 class WindowDataset(Dataset):
-    """Index → (features [L, D] float32, targets, valid [L], window number)."""
+    """Index → a dict of one window's streams, masks, targets and its number."""
 
-    def __init__(self, samples: Samples, windows: Windows, task: Task):
-        self.samples, self.windows, self.task = samples, windows, task
+    def __init__(self, sources: dict, labels: Labels, task: Task, seq_len: int, stride: int = 1,
+                 sample_ids: list[str] | None = None):
+        self.sources, self.labels, self.task = sources, labels, task
+        self.sample_ids = sample_ids or []
+        masks = [observed(sources, s) for s in range(len(next(iter(sources.values())).masks))]
+        self.windows = WINDOW_BUILDERS[task.kind](masks, labels, seq_len, stride)
 
     def __len__(self) -> int:
         return len(self.windows.sample)
 
-    def __getitem__(self, i: int):
+    def __getitem__(self, i: int) -> dict:
         s = int(self.windows.sample[i])
         frames = self.windows.frames[i]
-        x = torch.from_numpy(self.samples.feats[s][frames].astype(np.float32))
-        valid = torch.from_numpy(self.windows.valid[i])
+        valid = self.windows.valid[i].copy()
+        item: dict = {"index": i}
+        for name, src in self.sources.items():
+            x, ok = src.take(s, frames)
+            item[name], item[f"{name}_mask"] = x, torch.from_numpy(ok)
+            valid &= ok
+        item["valid"] = torch.from_numpy(valid)
         if self.task.kind.startswith("frame"):
-            y = torch.from_numpy(np.nan_to_num(self.samples.frame_labels[s][frames], nan=0.0))
+            item["y"] = torch.from_numpy(np.nan_to_num(self.labels.frame[s][frames], nan=0.0))
         else:
-            y = torch.from_numpy(self.samples.clip_labels[s])
-        return x, y, valid, i
+            item["y"] = torch.from_numpy(self.labels.clip[s])
+        return item
 
 
-def collate(batch):
-    x, y, valid, idx = zip(*batch)
-    return torch.stack(x), torch.stack(y), torch.stack(valid), torch.tensor(idx)
+def collate(batch: list[dict]) -> dict:
+    return {k: torch.tensor([b[k] for b in batch]) if k == "index" else torch.stack([b[k] for b in batch])
+            for k in batch[0]}

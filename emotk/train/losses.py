@@ -1,9 +1,17 @@
-"""Losses per task kind; every loss takes (prediction, target, valid-frame mask)."""
+"""Losses per task kind; every loss takes (prediction, target, valid-frame mask, **options).
+
+Options come from a protocol stage's ``loss:`` section (e.g. ``{label_smoothing: 0.1}`` for the
+classification losses); :func:`check_loss_options` rejects an option a loss does not have.
+"""
 
 from __future__ import annotations
 
+import inspect
+
 import torch
 import torch.nn.functional as F
+
+from emotk.errors import RunError
 
 
 def ccc_loss(pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
@@ -20,19 +28,20 @@ def ccc_loss(pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor) -> t
     return 1 - ccc.mean()
 
 
-def bce_loss(pred, target, valid):
-    return F.binary_cross_entropy_with_logits(pred.float(), target.float())
+def bce_loss(pred, target, valid, *, pos_weight: list[float] | None = None):
+    weight = None if pos_weight is None else torch.tensor(pos_weight, device=pred.device, dtype=torch.float32)
+    return F.binary_cross_entropy_with_logits(pred.float(), target.float(), pos_weight=weight)
 
 
-def clip_ce_loss(pred, target, valid):
+def clip_ce_loss(pred, target, valid, *, label_smoothing: float = 0.0):
     if pred.dim() == 3:  # per-frame logits: average over the real frames
         w = valid.float().unsqueeze(-1)
         pred = (pred * w).sum(1) / w.sum(1).clamp(min=1)
-    return F.cross_entropy(pred.float(), target.view(-1).long())
+    return F.cross_entropy(pred.float(), target.view(-1).long(), label_smoothing=label_smoothing)
 
 
-def frame_ce_loss(pred, target, valid):
-    return F.cross_entropy(pred[valid].float(), target[valid][..., 0].long())
+def frame_ce_loss(pred, target, valid, *, label_smoothing: float = 0.0):
+    return F.cross_entropy(pred[valid].float(), target[valid][..., 0].long(), label_smoothing=label_smoothing)
 
 
 LOSSES = {
@@ -41,3 +50,12 @@ LOSSES = {
     "clip_classification": clip_ce_loss,
     "frame_classification": frame_ce_loss,
 }
+
+
+def check_loss_options(fn, options: dict, where: str) -> dict:
+    known = [n for n, p in inspect.signature(fn).parameters.items() if p.kind is p.KEYWORD_ONLY]
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise RunError(f"{where}: the loss {fn.__name__} has no option {unknown[0]!r}; "
+                       f"its options: {', '.join(known) or '(none)'}.")
+    return dict(options)

@@ -21,7 +21,7 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -124,6 +124,14 @@ def run_pool(jobs: Sequence[Job], slots: Sequence[str], on_done: Callable[[JobRe
     return results
 
 
+def slots_device(slots: Sequence[str]) -> str:
+    """The device every run of ``slots`` trains on: ``cpu`` or ``cuda`` (one kind: it is part of a run's identity)."""
+    kinds = {slot_env(s)[1] for s in slots}
+    if len(kinds) > 1:
+        raise EmotkError("--gpus mixes 'cpu' slots and GPU slots; runs on both would differ in precision. Use one kind.")
+    return kinds.pop()
+
+
 def parse_slots(text: str | None) -> list[str] | None:
     if not text:
         return None
@@ -158,7 +166,7 @@ def run_all(ws: Workspace, configs: Sequence[TrainConfig], resume: bool = True, 
         key = describe(cfg)
         by_key[key] = cfg
         # the worker sees only its slot's device: the device is decided there (cuda, or cpu for a cpu slot)
-        jobs.append(Job(key, worker_argv(ws, replace(cfg, device=None), resume), None, run_dir(ws, cfg) / "train.log"))
+        jobs.append(Job(key, worker_argv(ws, cfg, resume), None, run_dir(ws, cfg) / "train.log"))
     failed = []
 
     def report(r: JobResult) -> None:
@@ -189,9 +197,7 @@ def _line(cfg: TrainConfig, result: dict) -> str:
 
 def _worker_main(argv: Sequence[str]) -> int:
     payload = json.loads(argv[0])
-    cfg = TrainConfig(**payload["config"])
-    if cfg.device is None:
-        cfg.device = "cpu" if os.environ.get("CUDA_VISIBLE_DEVICES") == "" else None
+    cfg = TrainConfig(**payload["config"])  # its device was set from the slots' kind (see slots_device)
     try:
         ws = Workspace.open(payload["workspace"])
         result = train_run(ws, cfg, resume=payload.get("resume", True), progress=False)
