@@ -143,7 +143,7 @@ def test_half_precision_runs_softmax_in_fp32():
 
 # ---------------------------------------------------------------------------- NATTEN cross-check
 
-natten_only = pytest.mark.skipif(not natten_available(), reason="NATTEN not importable")
+natten_only = pytest.mark.skipif(not natten_available(), reason="NATTEN not installed (optional accelerator: pip install --no-build-isolation natten==0.21.7, see docs/models.md)")
 
 
 @natten_only
