@@ -43,6 +43,40 @@ def test_ccc_hand_example():
     assert M.mse(t, p) == pytest.approx((1 + 0 + 0 + 1) / 4)
 
 
+@pytest.mark.parametrize("t,p,expected", [
+    # CCC = 2·cov / (var_t + var_p + (mean_t − mean_p)²), biased (1/N) moments, worked by hand:
+    ([-1.0, 0.0, 1.0], [-0.5, 0.5, 1.5], 16 / 19),  # shift 0.5: var 2/3 each, cov 2/3 → (4/3) / (4/3 + 1/4)
+    ([-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], 0.8),  # scale 2: var 2/3 and 8/3, cov 4/3 → (8/3) / (10/3)
+    ([0.0, 1.0, 2.0], [0.0, -1.0, -2.0], -0.25),  # negated, means 1 and −1: (−4/3) / (2/3 + 2/3 + 4)
+    ([1.0, 2.0, 3.0], [3.0, 2.0, 1.0], -1.0),  # reversed, equal means: exactly −1
+    ([1.0, 2.0, 3.0], [5.0, 5.0, 5.0], 0.0),  # constant prediction: no covariance
+], ids=["shift", "scale", "negated", "reversed", "constant"])
+def test_ccc_hand_cases(t, p, expected):
+    assert M.ccc(np.array(t), np.array(p)) == pytest.approx(expected, abs=1e-12)
+    assert M.ccc(torch.tensor(t), torch.tensor(p)) == pytest.approx(expected, abs=1e-6)
+
+
+def test_ccc_nan_targets_by_hand():
+    """NaN targets drop their frames per column: column 0 keeps 3 frames, column 1 all 4."""
+    t = np.array([[1.0, 0.0], [2.0, 1.0], [3.0, 0.0], [np.nan, 1.0]])
+    p = np.array([[2.0, 0.0], [2.0, 1.0], [3.0, 1.0], [100.0, 0.0]])
+    # col 0 on t = 1, 2, 3 / p = 2, 2, 3: var_t 2/3, var_p 2/9, cov 1/3, means 2 and 7/3 → (2/3) / (2/3 + 2/9 + 1/9)
+    # col 1: t = 0, 1, 0, 1 / p = 0, 1, 1, 0: means 1/2, var 1/4 each, cov 0 → 0
+    np.testing.assert_allclose(M.ccc(t, p), [2 / 3, 0.0], atol=1e-12)
+    r = M.regression_report(t, p, names=("valence", "arousal"))
+    assert r["ccc_valence"] == pytest.approx(2 / 3) and r["ccc_arousal"] == pytest.approx(0.0)
+    assert r["ccc"] == pytest.approx(1 / 3)
+
+
+def test_ccc_pooled_and_per_sequence_by_hand():
+    """Sequence A predicted exactly (CCC 1), B by a constant (CCC 0): per-sequence mean 1/2; pooled over
+    t = 0, 1, 0, 1 / p = 0, 1, 1/2, 1/2: var_t 1/4, var_p 1/8, cov 1/8, equal means → (1/4) / (3/8) = 2/3."""
+    ts = [np.array([0.0, 1.0]), np.array([0.0, 1.0])]
+    ps = [np.array([0.0, 1.0]), np.array([0.5, 0.5])]
+    assert M.ccc_per_sequence(ts, ps) == pytest.approx(0.5)
+    assert M.ccc_pooled(np.concatenate(ts), np.concatenate(ps)) == pytest.approx(2 / 3)
+
+
 def test_ccc_columns_nan_mask_and_torch():
     rng = np.random.default_rng(1)
     t = rng.uniform(-1, 1, size=(200, 2))
