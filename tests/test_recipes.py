@@ -26,8 +26,12 @@ def models_in_table(table: str) -> set[str]:
 
 
 def test_affwild2_recipe(mini_affwild2, tmp_path):
-    out = run_recipe("affwild2", mini_affwild2, tmp_path / "ws", "--folds", "2")
+    out = run_recipe("affwild2", mini_affwild2, tmp_path / "ws")
     table = (tmp_path / "ws" / "affwild2-table1.md").read_text()
+    # Table 1's protocol is the official split: the recipe makes that split only, and every run uses it
+    assert [p.name for p in (tmp_path / "ws" / "affwild2" / "splits").glob("*.parquet")] == ["official.parquet"]
+    runs = list((tmp_path / "ws" / "runs" / "affwild2").glob("*/*/"))
+    assert runs and {r.name for r in runs} == {"official"}
     assert models_in_table(table) == {"attn-sm", "tcn-sm", "gru-sm", "lstm-sm", "gru_attn-sm", "lstm_attn-sm",
                                       "tcan-sm", "transformer-sm", "nactcn-sm", "nactcn-lg"}
     assert "=== stage 5" in out and "MACs" in table

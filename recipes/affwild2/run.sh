@@ -11,10 +11,11 @@ fi
 if run_stage 2 "extract regnet_y_400mf frame features (440-d)"; then
   "${emotk[@]}" extract --encoder regnet_y_400mf --weights "$weights" --image-size "$image_size" --quiet
 fi
-if run_stage 3 "splits: official train/validation; subject $folds-fold on train"; then
+# Table 1 is the official protocol: train on Train_Set, report on Validation_Set. No subject folds are
+# made here (stage 4 would not use them); --folds is ignored by this recipe.
+if run_stage 3 "split: official train/validation, checked for subject leakage"; then
   "${emotk[@]}" split --official
-  "${emotk[@]}" split --by subject --folds "$folds" --pool train
-  "${emotk[@]}" split --check "subject-k$folds-train"
+  "${emotk[@]}" split --check official
 fi
 if run_stage 4 "train every model of Table 1 on the official split (10 epochs, seeds $seeds)"; then
   train_all official 10 attn tcn gru lstm gru_attn lstm_attn tcan transformer nactcn:sm nactcn:lg
