@@ -19,6 +19,10 @@ Cropping policy (:func:`crop_video`)
     3. Otherwise a frame takes the last box found, if that box was found at most ``max_carry`` frames
        earlier (forward carry only).
     4. Otherwise the frame is invalid: no crop file is written and it counts in ``no_face_frames``.
+    5. A box that cannot give a face crop makes its frame invalid too (listed in ``rejected_boxes``
+       with the reason, never carried): its side is below :data:`MIN_FACE_SIDE` pixels of the
+       source image, or less than :data:`MIN_INSIDE_FRACTION` of its square crop lies inside the
+       frame (landmarks outside the picture, a 1×1 image) — the crop would be mostly black padding.
     Each box is made square around its centre, enlarged by ``margin`` of its side on every side,
     padded with black where it leaves the frame, and resized to ``face_size`` × ``face_size``.
     Two-person videos: ``side="left"`` / ``"right"`` picks the left-most / right-most face; one
@@ -52,6 +56,12 @@ DEFAULT_EVERY = 5
 DEFAULT_MAX_CARRY = 10
 DEFAULT_MARGIN = 0.2
 META_NAME = "crop.json"
+#: A face box (detector or landmarks) whose larger side is below this many source pixels is no face.
+MIN_FACE_SIDE = 16
+#: A square crop with less than this share of its area inside the frame is no face (mostly padding).
+MIN_INSIDE_FRACTION = 0.5
+#: The ``rejected_boxes`` reason of a frame whose image was given as None by :func:`crop_frames`' caller.
+UNREADABLE_IMAGE = "the frame image cannot be decoded"
 
 
 # =================================================================================================
@@ -84,6 +94,11 @@ def register_detector(name: str, *, description: str, licence: str, requires: st
 
 def list_detectors() -> dict[str, DetectorInfo]:
     return dict(DETECTORS)
+
+
+def video_detectors() -> list[str]:
+    """Names of the detectors that run on video frames (``landmarks`` does not: it needs annotations)."""
+    return sorted(n for n in DETECTORS if n != "landmarks")
 
 
 def get_detector(name: str, **options):
@@ -208,10 +223,7 @@ def crop_square(image: np.ndarray, box, size: int, margin: float = DEFAULT_MARGI
     """Square crop around ``box`` centre, side = max(w, h)·(1 + 2·margin), black outside, resized."""
     import cv2
 
-    x0, y0, x1, y1 = (float(v) for v in box[:4])
-    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
-    side = max(2, int(round(max(x1 - x0, y1 - y0) * (1 + 2 * margin))))
-    left, top = int(round(cx - side / 2)), int(round(cy - side / 2))
+    left, top, side = crop_region(box, margin)
     h, w = image.shape[:2]
     canvas = np.zeros((side, side, 3), np.uint8)
     sx0, sy0, sx1, sy1 = max(left, 0), max(top, 0), min(left + side, w), min(top + side, h)
@@ -219,6 +231,37 @@ def crop_square(image: np.ndarray, box, size: int, margin: float = DEFAULT_MARGI
         canvas[sy0 - top:sy1 - top, sx0 - left:sx1 - left] = image[sy0:sy1, sx0:sx1, :3]
     interp = cv2.INTER_AREA if side > size else cv2.INTER_LINEAR
     return cv2.resize(canvas, (size, size), interpolation=interp)
+
+
+def crop_region(box, margin: float = DEFAULT_MARGIN) -> tuple[int, int, int]:
+    """``(left, top, side)`` of the square :func:`crop_square` cuts around ``box``, in source pixels."""
+    x0, y0, x1, y1 = (float(v) for v in box[:4])
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    side = max(2, int(round(max(x1 - x0, y1 - y0) * (1 + 2 * margin))))
+    return int(round(cx - side / 2)), int(round(cy - side / 2)), side
+
+
+def box_problem(box, image_shape: tuple[int, ...], margin: float = DEFAULT_MARGIN) -> str | None:
+    """Why ``box`` cannot give a face crop in an image of ``image_shape`` (None when it can).
+
+    Refused: a box whose larger side is below :data:`MIN_FACE_SIDE` px, or whose square crop (with
+    ``margin``) has less than :data:`MIN_INSIDE_FRACTION` of its area inside the image.
+    """
+    x0, y0, x1, y1 = (float(v) for v in box[:4])
+    if not all(np.isfinite([x0, y0, x1, y1])):
+        return "the face box is not finite"
+    face = max(x1 - x0, y1 - y0)
+    if face < MIN_FACE_SIDE:
+        return f"the face box is {face:.0f} px, below the minimum of {MIN_FACE_SIDE} px"
+    h, w = image_shape[:2]
+    left, top, side = crop_region(box, margin)
+    inside_w = max(0, min(left + side, w) - max(left, 0))
+    inside_h = max(0, min(top + side, h) - max(top, 0))
+    inside = inside_w * inside_h / float(side * side)
+    if inside < MIN_INSIDE_FRACTION:
+        return (f"only {inside:.0%} of the {side} px crop around the face box lies inside the {w}x{h} image "
+                f"(minimum {MIN_INSIDE_FRACTION:.0%})")
+    return None
 
 
 def _check_sid(sample_id: str) -> str:
@@ -285,6 +328,7 @@ class _FaceTrack:
         self.last_box: np.ndarray | None = None
         self.last_found = -(10**9)
         self.no_face: list[int] = []
+        self.rejected: list[list] = []  # [frame index, why its box gives no face crop]
         self.n_frames = 0
 
     def _carry(self, idx: int) -> np.ndarray | None:
@@ -292,7 +336,10 @@ class _FaceTrack:
 
     def _emit(self, idx: int, frame: np.ndarray | None, box: np.ndarray | None) -> None:
         self.n_frames = max(self.n_frames, idx + 1)
-        if box is None or frame is None:
+        problem = None if box is None or frame is None else box_problem(box, frame.shape, self.margin)
+        if problem is not None:
+            self.rejected.append([idx, problem])
+        if box is None or frame is None or problem is not None:
             self.no_face.append(idx)
         else:
             self.writer.write(idx, crop_square(frame, box, self.face_size, self.margin))
@@ -301,17 +348,22 @@ class _FaceTrack:
             pending: list[tuple[int, np.ndarray | None]] = ()) -> None:
         """A key frame with its box (None: no face), after the non-key frames since the previous key."""
         prev_idx, prev_box = self.prev_key if self.prev_key else (None, None)
+        rejected = box is not None and frame is not None and box_problem(box, frame.shape, self.margin) is not None
+        usable = None if rejected else box  # a rejected box is neither interpolated towards nor carried
         for i, f in pending:
-            if prev_box is not None and box is not None:
+            if prev_box is not None and usable is not None:
                 t = (i - prev_idx) / (idx - prev_idx)
-                b = (1 - t) * prev_box + t * box
+                b = (1 - t) * prev_box + t * usable
             else:
                 b = self._carry(i)
             self._emit(i, f, b)
-        if box is not None:
-            self.last_box, self.last_found = box, idx
-        self._emit(idx, frame, box if box is not None else self._carry(idx))
-        self.prev_key = (idx, box)
+        if rejected:
+            self._emit(idx, frame, box)  # listed in self.rejected; the frame has no face
+        else:
+            if box is not None:
+                self.last_box, self.last_found = box, idx
+            self._emit(idx, frame, box if box is not None else self._carry(idx))
+        self.prev_key = (idx, usable)
 
     def finish(self, pending: list[tuple[int, np.ndarray | None]] = ()) -> None:
         for i, f in pending:
@@ -384,6 +436,7 @@ class CropResult:
     error: str | None = None
     reused: bool = False
     no_face_ranges: list = field(default_factory=list)
+    rejected_boxes: list = field(default_factory=list)  # [[frame index, why the box gives no face crop], ...]
 
     @property
     def ok(self) -> bool:
@@ -396,7 +449,8 @@ class CropResult:
 
 def _options(detector: str, face_size: int, every: int, max_carry: int, margin: float, side: str | None) -> dict:
     return {"detector": detector, "face_size": int(face_size), "every": int(every), "max_carry": int(max_carry),
-            "margin": float(margin), "side": side}
+            "margin": float(margin), "side": side,
+            "box_rules": {"min_face_side": MIN_FACE_SIDE, "min_inside_fraction": MIN_INSIDE_FRACTION}}
 
 
 def _source(path: Path) -> dict:
@@ -419,7 +473,7 @@ def _reuse(faces_dir: Path, sid: str, options: dict, source: dict) -> CropResult
         return CropResult(sample_id=sid, media=f"faces/{sid}", n_frames=int(r["n_frames"]), fps=float(r["fps"]),
                           decoder=r["decoder"], n_frames_reported=int(r["n_frames_reported"]),
                           no_face_frames=int(r["no_face_frames"]), decode_note=r.get("decode_note"), reused=True,
-                          no_face_ranges=r.get("no_face_ranges", []))
+                          no_face_ranges=r.get("no_face_ranges", []), rejected_boxes=r.get("rejected_boxes", []))
     except (KeyError, TypeError, ValueError):
         return None
 
@@ -518,6 +572,7 @@ def crop_video(
                 sample_id=sid, media=f"faces/{sid}", n_frames=stream.n_decoded, fps=float(stream.fps),
                 decoder=stream.decoder_used or "", n_frames_reported=int(stream.n_frames_reported),
                 no_face_frames=len(track.no_face), decode_note=notes, no_face_ranges=_ranges(track.no_face),
+                rejected_boxes=track.rejected,
             )
             writers[sid].commit(_meta(res, _options(det_name, face_size, every, max_carry, margin, todo[sid]), source))
             results[sid] = res
@@ -547,7 +602,8 @@ def crop_frames(
     """Crop a frame sequence whose face boxes are known (e.g. from landmarks), every frame a key frame.
 
     frames: ``(index, rgb or None, box or None)`` in increasing index order; indices below
-    ``n_frames`` that never appear (missing image files) are invalid frames. A frame with no box takes
+    ``n_frames`` that never appear (missing image files) are invalid frames; an rgb of None (the
+    image file exists but cannot be decoded) is an invalid frame listed in ``rejected_boxes``. A frame with no box takes
     the last box found at most ``max_carry`` frames earlier, else it is invalid (no crop).
     ``source``/``options`` identify the input for reuse by a later run.
     """
@@ -569,13 +625,15 @@ def crop_frames(
                 continue
             for missing in range(expected, idx):  # no image file for these indices
                 track.key(missing, None, None)
+            if image is None:
+                track.rejected.append([idx, UNREADABLE_IMAGE])
             track.key(idx, image, None if image is None else box)
             expected = idx + 1
         for missing in range(expected, n_frames):
             track.key(missing, None, None)
         res = CropResult(sample_id=sample_id, media=f"faces/{sample_id}", n_frames=n_frames, fps=float(fps),
                          decoder="images", n_frames_reported=n_frames, no_face_frames=len(track.no_face),
-                         no_face_ranges=_ranges(track.no_face))
+                         no_face_ranges=_ranges(track.no_face), rejected_boxes=track.rejected)
         writer.commit(_meta(res, opts, source))
         committed = True
         return res

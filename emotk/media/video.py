@@ -19,6 +19,13 @@ does about it:
 - **Variable frame rate.** Frames are indexed by decode order (0, 1, 2, …), never by timestamp × fps;
   ``fps`` is the container's average rate.
 - decord missing (it has no wheel for some platforms) → PyAV for every file.
+
+**Frames missing at the end** (a truncated download, a container whose index claims more frames than
+it holds): the readers compare the decoded count with every count that claims the clip's length —
+the container's and, where a dataset has one, the annotation's — with :func:`frame_shortfall`. Any
+shortfall is a row in the dataset's ``failures.csv`` (expected vs decoded); a clip that decodes fewer
+than :data:`MIN_DECODED_FRACTION` (90 %) of the largest claim is excluded, a smaller shortfall is
+reported and the clip kept (the readers' ``min_decoded_fraction`` option changes the threshold).
 """
 
 from __future__ import annotations
@@ -33,6 +40,10 @@ import numpy as np
 from emotk.errors import EmotkError
 
 DECODERS = ("auto", "decord", "av")
+
+#: A clip that decodes fewer than this share of the frames its container (or annotation) claims is
+#: excluded at prepare; a smaller shortfall is reported in failures.csv and the clip kept.
+MIN_DECODED_FRACTION = 0.9
 
 #: What to tell the user when a file cannot be decoded at all.
 FIX_HINT = (
@@ -111,7 +122,8 @@ def _probe_decord(path: Path) -> VideoInfo:
     vr = _open_decord(path, None)
     try:
         h, w = vr[0].shape[:2] if len(vr) else (0, 0)
-        return VideoInfo(str(path), int(len(vr)), float(vr.get_avg_fps() or 0.0), int(w), int(h), "decord")
+        n = max(int(len(vr)), _container_claim(path))
+        return VideoInfo(str(path), n, float(vr.get_avg_fps() or 0.0), int(w), int(h), "decord")
     finally:
         del vr
 
@@ -141,6 +153,24 @@ def _av_reported(stream, fps: float) -> int:
     if stream.duration and stream.time_base and fps:
         return int(round(float(stream.duration * stream.time_base) * fps))
     return 0
+
+
+def _container_claim(path: Path) -> int:
+    """The frame count in the container's index as PyAV reads it (0 when it cannot say).
+
+    decord's ``len()`` leaves out samples that lie beyond the end of a truncated file (a faststart mp4
+    cut short claims 60 frames in its index; decord says 31), so the claim is read here too.
+    """
+    import av
+
+    try:
+        container, stream = _open_av(path)
+    except (av.error.FFmpegError, OSError, ValueError):  # no claim to read; decoding reports the real error
+        return 0
+    try:
+        return _av_reported(stream, _av_fps(stream))
+    finally:
+        container.close()
 
 
 def _probe_av(path: Path) -> VideoInfo:
@@ -184,7 +214,8 @@ class VideoStream:
     decoder: ``auto`` (decord, then PyAV from where decord failed), ``decord`` or ``av``.
 
     After (or during) iteration: ``decoder_used`` ("decord", "av" or "decord+av"), ``n_decoded``
-    (frames decoded, the length of the video as far as it can be read), ``n_frames_reported``,
+    (frames decoded, the length of the video as far as it can be read), ``n_frames_reported`` (the
+    largest count the container's index claims, as decord and PyAV read it),
     ``fps``, ``error`` (None, or why decoding stopped before the container's end), ``notes``.
     Iterating raises :class:`MediaError` when the file cannot be opened or yields no frame at all.
     A stream can be iterated once.
@@ -228,7 +259,7 @@ class VideoStream:
                     ) from None
             if vr is not None:
                 self._used.append("decord")
-                self.n_frames_reported = int(len(vr))
+                self.n_frames_reported = max(int(len(vr)), _container_claim(self.path))
                 self.fps = float(vr.get_avg_fps() or 0.0)
                 try:
                     while True:
@@ -324,6 +355,45 @@ class VideoStream:
     @property
     def info(self) -> VideoInfo:
         return VideoInfo(str(self.path), self.n_frames_reported, self.fps, self.width, self.height, self.decoder_used or "")
+
+
+@dataclass(frozen=True)
+class Shortfall:
+    """Decoded frames against the counts that claim a clip's length (see :func:`frame_shortfall`)."""
+
+    n_decoded: int
+    claims: tuple[tuple[str, int], ...]  # (who claims, how many frames) for each claim above n_decoded
+    min_fraction: float
+
+    @property
+    def expected(self) -> int:
+        return max((n for _, n in self.claims), default=self.n_decoded)
+
+    @property
+    def fraction(self) -> float:
+        return self.n_decoded / self.expected if self.expected else 1.0
+
+    @property
+    def exclude(self) -> bool:
+        return self.fraction < self.min_fraction
+
+    def describe(self) -> str:
+        said = ", ".join(f"{who} claims {n}" for who, n in self.claims)
+        verdict = (f"below the {self.min_fraction:.0%} threshold: the clip is excluded" if self.exclude
+                   else f"at least {self.min_fraction:.0%}: the clip is kept, its missing frames have no crop")
+        return (f"decoded {self.n_decoded} of {self.expected} expected frames ({self.fraction:.0%}; {said}); "
+                f"{verdict}")
+
+
+def frame_shortfall(n_decoded: int, claims: dict[str, int], min_fraction: float = MIN_DECODED_FRACTION) -> Shortfall | None:
+    """None when ``n_decoded`` reaches every claimed count, else the :class:`Shortfall`.
+
+    claims: ``{"the container": 60, "the annotation": 58}``; counts of 0 (unknown) are ignored.
+    """
+    if not 0 < min_fraction <= 1:
+        raise ValueError(f"min_fraction must be in (0, 1], not {min_fraction!r}")
+    short = tuple((who, int(n)) for who, n in claims.items() if n and int(n) > n_decoded)
+    return Shortfall(int(n_decoded), short, float(min_fraction)) if short else None
 
 
 def iter_frames(
