@@ -12,8 +12,19 @@ import polars as pl
 
 from emotk import __version__
 from emotk.atomic import atomic_path, write_json, write_parquet
-from emotk.datasets.base import DATASETS, DatasetSpec, Prepared, Task, failure, register_dataset
-from emotk.errors import DatasetError
+from emotk.datasets.base import (
+    DATASETS,
+    SAMPLE_ID_PATTERN,
+    SAMPLE_ID_RULE,
+    DatasetSpec,
+    Prepared,
+    Task,
+    check_options,
+    failure,
+    register_dataset,
+    sample_id_problem,
+)
+from emotk.errors import DatasetError, WorkspaceError
 from emotk.workspace import Workspace, validate_manifest, write_failures
 
 # Modules that register datasets; add one line per new dataset module.
@@ -23,7 +34,8 @@ _MODULES = [
     "emotk.datasets.afewva",
 ]
 
-__all__ = ["DATASETS", "DatasetSpec", "Prepared", "Task", "failure", "register_dataset", "get_dataset", "prepare_dataset"]
+__all__ = ["DATASETS", "DatasetSpec", "Prepared", "Task", "failure", "register_dataset", "get_dataset", "prepare_dataset",
+           "read_frame_labels", "SAMPLE_ID_PATTERN", "sample_id_problem"]
 
 
 def _load_all() -> None:
@@ -39,7 +51,12 @@ def get_dataset(name: str) -> DatasetSpec:
 
 
 def prepare_dataset(ws: Workspace, name: str, raw_root: str | Path, **options) -> tuple[pl.DataFrame, list[dict]]:
-    """Run the dataset's reader and write manifest.parquet, labels.h5, dataset.json, failures.csv."""
+    """Run the dataset's reader and write manifest.parquet, labels.h5, dataset.json, failures.csv.
+
+    Options are checked (names, choices, ranges) before anything is written. Every sample id the
+    reader returns must fit :data:`SAMPLE_ID_PATTERN` (readers skip raw names that do not, listing
+    them in failures.csv); one that still does not fit here is a reader bug, refused as a DatasetError.
+    """
     spec = get_dataset(name)
     raw_root = Path(raw_root).expanduser()
     if not raw_root.is_dir():
@@ -47,6 +64,9 @@ def prepare_dataset(ws: Workspace, name: str, raw_root: str | Path, **options) -
             f"raw root {raw_root} is not a folder. Pass --root pointing at the {spec.title} release as distributed "
             f"(see `emotk datasets` for the expected layout)."
         )
+    check_options(spec, options)
+    if spec.precheck is not None:
+        spec.precheck(raw_root.resolve(), dict(options))
     ws.ensure()
     out_dir = ws.dataset_dir(name)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -55,6 +75,7 @@ def prepare_dataset(ws: Workspace, name: str, raw_root: str | Path, **options) -
         raise DatasetError(
             f"no usable samples found under {raw_root} for {spec.title}. Expected layout:\n{spec.layout}"
         )
+    check_sample_ids(prepared, spec.title)
     manifest = validate_manifest(pl.DataFrame(prepared.rows, infer_schema_length=None), f"{name} manifest")
     if prepared.frame_labels:
         write_frame_labels(ws.labels_path(name), prepared.frame_labels, prepared.label_names)
@@ -77,7 +98,52 @@ def write_frame_labels(path: Path, labels: dict[str, np.ndarray], names: tuple[s
                 f.create_dataset(sid, data=np.asarray(arr, dtype=np.float32))
 
 
+def check_sample_ids(prepared: Prepared, title: str) -> None:
+    """Every manifest row's and labels entry's sample id fits :data:`SAMPLE_ID_PATTERN` (DatasetError otherwise)."""
+    for sid, where in [(r.get("sample_id"), r.get("source") or r.get("media")) for r in prepared.rows] + [
+            (sid, "labels") for sid in prepared.frame_labels]:
+        problem = sample_id_problem(sid)
+        if problem:
+            raise DatasetError(
+                f"{title}: sample id {sid!r} (from {where}) cannot be used: {problem}. Sample ids must be "
+                f"{SAMPLE_ID_RULE}. Rename the file or folder it comes from, then run prepare again."
+            )
+
+
 def read_frame_labels(path: Path, sample_ids: list[str] | None = None) -> dict[str, np.ndarray]:
-    with h5py.File(path, "r") as f:
+    """Per-frame labels ``{sample_id: [T, L] float32}`` from labels.h5 (all of them, or ``sample_ids``).
+
+    A file that is not HDF5, lacks a requested sample, or holds an array that is not ``[T, L]`` with
+    ``L`` = the number of its ``label_names`` raises WorkspaceError saying to run prepare again.
+    """
+    path = Path(path)
+    again = "run `emotk prepare` for this dataset again to rewrite it"
+    if not path.is_file():
+        raise WorkspaceError(f"{path} is missing; {again}.")
+    try:
+        f = h5py.File(path, "r")
+    except OSError as exc:
+        detail = " ".join(str(exc).split())[:160]
+        raise WorkspaceError(f"{path} is not a readable HDF5 labels file ({detail}); {again}.") from None
+    with f:
+        names = f.attrs.get("label_names")
+        n_labels = len(names) if names is not None else None
         ids = sample_ids if sample_ids is not None else list(f.keys())
-        return {sid: f[sid][()] for sid in ids if sid in f}
+        missing = [sid for sid in ids if sid not in f]
+        if missing:
+            raise WorkspaceError(f"{path} has no labels for {len(missing)} sample(s) of the manifest "
+                                 f"(e.g. {missing[0]!r}); {again}.")
+        out = {}
+        for sid in ids:
+            node = f[sid]
+            if not isinstance(node, h5py.Dataset):
+                raise WorkspaceError(f"{path}: entry {sid!r} is not an array; {again}.")
+            try:
+                arr = np.asarray(node[()], dtype=np.float32)
+            except (OSError, TypeError, ValueError) as exc:
+                raise WorkspaceError(f"{path}: entry {sid!r} cannot be read as numbers ({exc}); {again}.") from None
+            if arr.ndim != 2 or (n_labels is not None and arr.shape[1] != n_labels):
+                want = f"[frames, {n_labels}]" if n_labels is not None else "[frames, labels]"
+                raise WorkspaceError(f"{path}: labels of {sid!r} have shape {list(arr.shape)}, expected {want}; {again}.")
+            out[sid] = arr
+        return out

@@ -18,6 +18,11 @@ The manifest carries the per-clip ``mood`` (0 neutral, 1 positive, 2 negative), 
 ``arousal_mean``. Mood rule (documented in docs/datasets/afewva.md): the sign of the clip's mean
 valence, neutral when ``|mean| <= mood_neutral_band`` (default 0); ``mood_rule="majority"`` uses the
 most frequent per-frame sign instead.
+
+A landmark box that cannot give a face crop — its side below ``MIN_FACE_SIDE`` (16) source pixels,
+or less than half of its square crop inside the image (landmarks outside the frame, a 1×1 image) —
+is no face: that frame gets no crop and a row in failures.csv (stage ``faces``, the PNG named), and
+a frame image that cannot be decoded is a row too (stage ``media``). See emotk.media.faces.
 """
 
 from __future__ import annotations
@@ -27,13 +32,33 @@ from pathlib import Path
 
 import numpy as np
 
-from emotk.datasets.base import DatasetSpec, Prepared, Task, failure, register_dataset
+from emotk.datasets.base import (
+    DatasetSpec,
+    Prepared,
+    Task,
+    check_options,
+    choice,
+    failure,
+    list_raw_dir,
+    number,
+    read_raw_text,
+    register_dataset,
+)
 from emotk.errors import DatasetError
-from emotk.media.faces import DEFAULT_FACE_SIZE, DEFAULT_MARGIN, DEFAULT_MAX_CARRY, box_from_landmarks, crop_frames
+from emotk.media.faces import (
+    DEFAULT_FACE_SIZE,
+    DEFAULT_MARGIN,
+    DEFAULT_MAX_CARRY,
+    UNREADABLE_IMAGE,
+    box_from_landmarks,
+    crop_frames,
+)
 
 LABEL_NAMES = ("valence", "arousal", "mood", "valence_bin20", "arousal_bin20")
 MOOD_CLASSES = ("neutral", "positive", "negative")  # class ids 0, 1, 2 (the mood authors' code order)
 MOOD_RULES = ("mean", "majority")
+#: Per clip and kind, at most this many frames get their own failures.csv row (a summary row counts all).
+FRAME_DEFECTS_LISTED = 20
 
 LAYOUT = """AFEW-VA/                     (--root may point here or at its parent)
   001/00000.png 00001.png ...  full frames, 0-based, 5 digits
@@ -77,25 +102,28 @@ def _visible(p: Path) -> bool:
 
 def find_clips(raw_root: Path) -> list[Path]:
     """Clip folders (all-digit names) in the root, or one or two levels below it."""
+    def subdirs(folder: Path) -> list[Path]:
+        return [p for p in list_raw_dir(folder, "folder") if p.is_dir() and _visible(p)]
+
     def clips_in(folder: Path) -> list[Path]:
-        return sorted(p for p in folder.iterdir() if p.is_dir() and _visible(p) and p.name.isdigit())
+        return [p for p in subdirs(folder) if p.name.isdigit()]
 
     found = clips_in(raw_root)
     if found:
         return found
-    for child in sorted(p for p in raw_root.iterdir() if p.is_dir() and _visible(p)):
+    for child in subdirs(raw_root):
         found.extend(clips_in(child))
     if found:
         return sorted(found, key=lambda p: (p.name, str(p)))
-    for child in sorted(p for p in raw_root.iterdir() if p.is_dir() and _visible(p)):
-        for grand in sorted(p for p in child.iterdir() if p.is_dir() and _visible(p)):
+    for child in subdirs(raw_root):
+        for grand in subdirs(child):
             found.extend(clips_in(grand))
     return sorted(found, key=lambda p: (p.name, str(p)))
 
 
 def _frame_files(clip: Path) -> dict[int, Path]:
     out = {}
-    for p in clip.iterdir():
+    for p in list_raw_dir(clip, "clip folder"):
         if p.is_file() and _visible(p) and p.suffix.lower() in (".png", ".jpg", ".jpeg") and p.stem.isdigit():
             out[int(p.stem)] = p
     return out
@@ -137,20 +165,9 @@ def prepare(
     ``mood_neutral_band`` (valence units, −10…10 scale), ``fps`` (nominal; the release has frames,
     not timing), ``progress``. ``detector`` / ``faces`` accept only ``landmarks`` (the default).
     """
-    if other:
-        raise DatasetError(
-            f"option(s) {', '.join(sorted(other))} do not apply to AFEW-VA; it takes face_size, max_carry, margin, "
-            "mood_rule, mood_neutral_band, fps."
-        )
-    bad = [f"{k}={v!r}" for k, v, ok in (("detector", detector, ("landmarks",)),
-                                           ("faces", faces, ("landmarks", "detect", "provided"))) if v not in ok]
-    if bad:
-        raise DatasetError(
-            f"AFEW-VA faces are cropped from the release's 68 landmarks per frame; {', '.join(bad)} is not "
-            "supported (leave it unset)."
-        )
-    if mood_rule not in MOOD_RULES:
-        raise DatasetError(f"unknown mood_rule {mood_rule!r}; choose one of {', '.join(MOOD_RULES)}.")
+    check_options(SPEC, dict(face_size=face_size, max_carry=max_carry, margin=margin, mood_rule=mood_rule,
+                             mood_neutral_band=mood_neutral_band, fps=fps, detector=detector, faces=faces,
+                             progress=progress, **other))
     raw_root = Path(raw_root)
     clips = find_clips(raw_root)
     if not clips:
@@ -185,12 +202,13 @@ def prepare(
             failures.append(failure(sid, "labels", rel, f"no {sid}.json annotation file in the clip folder",
                                     "restore the JSON from the AFEW-VA release"))
             continue
+        text = read_raw_text(jf, "annotation file", errors="replace")  # unreadable: RawFileError, stops prepare
         try:
-            meta = json.loads(jf.read_text(encoding="utf-8"))
+            meta = json.loads(text)
             frames_meta = meta["frames"]
             if not isinstance(frames_meta, dict):
                 raise TypeError("'frames' is not an object")
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+        except (ValueError, KeyError, TypeError) as exc:
             failures.append(failure(sid, "labels", jf.relative_to(raw_root).as_posix(), f"unreadable annotation: {exc}",
                                     "restore the JSON from the AFEW-VA release"))
             continue
@@ -252,16 +270,18 @@ def prepare(
 
         def frames_iter():
             for t in sorted(files):
-                img = _read_rgb(files[t])
-                yield t, img, boxes.get(t)
+                yield t, _read_rgb(files[t]), boxes.get(t)
 
         source = {"json": jf.name, "json_size": jf.stat().st_size, "n_images": len(files)}
         res = crop_frames(frames_iter(), faces_dir, sid, n, face_size=face_size, max_carry=max_carry, margin=margin,
                           fps=fps, source=source)
+        bad_rows = _frame_rows(sid, clip, raw_root, files, res.rejected_boxes)  # also from a reused crop.json
         if not res.has_face:
-            failures.append(failure(sid, "faces", rel, f"no frame of {n} has usable landmarks for a face crop",
-                                    "restore the JSON (68 landmarks per frame) from the release"))
+            first = f" (e.g. frame {res.rejected_boxes[0][0]:05d}: {res.rejected_boxes[0][1]})" if res.rejected_boxes else ""
+            failures.append(failure(sid, "faces", rel, f"no frame of {n} has usable landmarks for a face crop{first}",
+                                    "restore the frames and the JSON (68 landmarks per frame) from the release"))
             continue
+        failures.extend(bad_rows)
         actor = meta.get("actor")
         actor = str(actor).strip() if actor not in (None, "") else ""
         if not actor:
@@ -283,6 +303,33 @@ def prepare(
     )
 
 
+def _frame_rows(sid: str, clip: Path, raw_root: Path, files: dict[int, Path], rejected_boxes: list) -> list[dict]:
+    """failures.csv rows for frames without a face crop because of their input: an image that cannot be
+    decoded, or a landmark box outside the image / too small (one row per frame, the first
+    :data:`FRAME_DEFECTS_LISTED` of each kind, then a summary row)."""
+    rows = []
+    unreadable = [t for t, why in rejected_boxes if why == UNREADABLE_IMAGE]
+    rejected = [(t, why) for t, why in rejected_boxes if why != UNREADABLE_IMAGE]
+
+    def rel(t: int) -> str:
+        path = files.get(t)
+        return (path.relative_to(raw_root) if path is not None else clip.relative_to(raw_root) / f"{t:05d}").as_posix()
+
+    for t in unreadable[:FRAME_DEFECTS_LISTED]:
+        rows.append(failure(sid, "media", rel(t), f"frame {t:05d}: the image cannot be decoded; the frame has no crop",
+                            "restore the frame image from the release"))
+    for t, why in rejected[:FRAME_DEFECTS_LISTED]:
+        rows.append(failure(sid, "faces", rel(t), f"frame {t:05d}: no face crop: {why}",
+                            "nothing (the frame is masked out); check the frame's landmarks if many frames are listed"))
+    parts = [f"{len(x)} {what}" for x, what in ((unreadable, "unreadable frame images"),
+                                                 (rejected, "landmark boxes outside the image or too small")) if x]
+    if len(unreadable) > FRAME_DEFECTS_LISTED or len(rejected) > FRAME_DEFECTS_LISTED:
+        rows.append(failure(sid, "faces", clip.relative_to(raw_root).as_posix(),
+                            f"{'; '.join(parts)} (the first {FRAME_DEFECTS_LISTED} of each are listed)",
+                            "those frames have no crop and are masked out"))
+    return rows
+
+
 def _mean(x: np.ndarray) -> float | None:
     x = x[np.isfinite(x)]
     return float(x.mean()) if len(x) else None
@@ -301,4 +348,10 @@ SPEC = register_dataset(DatasetSpec(
     task=Task(kind="clip_classification", targets=("mood",), metric="acc", seq_len=32, head="last", n_classes=3,
               feature_dim_hint=440),
     prepare=prepare,
+    options={
+        "face_size": number(int, 8), "max_carry": number(int, 0), "margin": number(float, 0.0, 2.0),
+        "mood_rule": choice(*MOOD_RULES), "mood_neutral_band": number(float, 0.0, 10.0),
+        "fps": number(float, 0.0, 1000.0, low_open=True), "detector": choice("landmarks"),
+        "faces": choice("landmarks", "provided"),
+    },
 ))
