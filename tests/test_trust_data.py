@@ -271,6 +271,13 @@ def test_invalid_sample_ids(sid, why):
     assert why in sample_id_problem(sid)
 
 
+def test_reserved_ids_cover_the_feature_store_groups():
+    from emotk.datasets.base import RESERVED_SAMPLE_IDS
+    from emotk.features.store import MASK
+
+    assert MASK in RESERVED_SAMPLE_IDS
+
+
 def test_affwild2_track_named_like_an_internal_group_is_skipped(aw2, tmp_path):
     raw = _copy(aw2, tmp_path)
     os.rename(raw / "cropped_aligned" / "41-30-640x360", raw / "cropped_aligned" / "mask")
@@ -413,6 +420,13 @@ def test_invalid_option_values_name_the_valid_ones(tmp_path, dataset, options, n
         prepare_dataset(ws, dataset, tmp_path, **options)
     for n in needles:
         assert n in str(ei.value), (n, str(ei.value))
+    assert not ws.root.exists()
+
+
+def test_video_option_with_provided_crops_is_refused_before_writing(aw2, tmp_path):
+    ws = Workspace.open(tmp_path / "ws")
+    with pytest.raises(DatasetError, match=r"\['every'\] apply only when cropping faces from the videos"):
+        prepare_dataset(ws, "affwild2", aw2[0], every=3)
     assert not ws.root.exists()
 
 
