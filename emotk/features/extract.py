@@ -185,6 +185,12 @@ def make_packs(frame_counts: list[int], batch_size: int) -> list[list[int]]:
     return packs
 
 
+def shard_packs(frame_counts: list[int], batch_size: int, rank: int, world_size: int) -> list[list[int]]:
+    """The packs process ``rank`` of ``world_size`` encodes: packs rank, rank + world_size, … of
+    :func:`make_packs` over every sample (so a pack, and thus its batches, never depends on the rank)."""
+    return make_packs(frame_counts, batch_size)[rank::world_size]
+
+
 def pack_batches(pack_sizes: list[int], batch_size: int) -> list[list[int]]:
     """Batches of item indices, each within one pack, cut from the pack's first frame."""
     out, offset = [], 0
@@ -278,7 +284,7 @@ def _extract(ws: Workspace, dataset: str, info: ddp.DistInfo, path: Path, name: 
             continue
         rows.append(row)
         frame_lists.append(frames)
-    packs = make_packs([len(f) for f in frame_lists], batch_size)[rank::world_size]
+    packs = shard_packs([len(f) for f in frame_lists], batch_size, rank, world_size)
     todo_packs = [p for p in packs if any(rows[s]["sample_id"] not in done for s in p)]
     summary.skipped_existing = sum(rows[s]["sample_id"] in done for p in packs for s in p)
     order = [s for p in todo_packs for s in p]
