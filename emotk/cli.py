@@ -165,8 +165,10 @@ def split(
     pool: Optional[str] = typer.Option(None, help="Make folds only within this official split (e.g. train, as NAC-TCN on AffWild2)."),
     seed: int = typer.Option(0, min=0, help="Seed of the group shuffle."),
     name: Optional[str] = typer.Option(None, help="Split name (default: subject-k5, official, …)."),
-    check: Optional[str] = typer.Option(None, "--check", help="Check a split for subject leakage (exit 2 on a leak); "
-                                        "`--check` alone checks the only split.", flag_value="", is_flag=False),
+    check: bool = typer.Option(False, "--check", help="Check the split named after it (or the only split) for subject "
+                               "leakage; exit 2 on a leak."),
+    checked: Optional[str] = typer.Argument(None, help="With --check: the split to check (default: the only one).",
+                                            show_default=False),
     dataset: Optional[str] = DatasetOpt,
     workspace: Optional[Path] = WorkspaceOpt,
 ):
@@ -178,8 +180,8 @@ def split(
 
     ws = _ws(workspace)
     ds = ws.resolve_dataset(dataset)
-    if check is not None:
-        name_ = check or _default_split(ws.splits_dir(ds))
+    if check:
+        name_ = checked or _default_split(ws.splits_dir(ds))
         summary = splits.check_file(ws, ds, name_)
         typer.echo(_table(summary))
         typer.echo(f"split {name_!r}: no subject in two parts")

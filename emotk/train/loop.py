@@ -502,6 +502,9 @@ def predict_sharded(model, dataset, batch_size: int, device, streams, amp: bool,
 def score(task: Task, dataset: WindowDataset, outs, ys, valids) -> tuple[dict, pl.DataFrame]:
     """Metrics of the task and a predictions table (per frame or per clip)."""
     out, y, valid = torch.cat(outs), torch.cat(ys), torch.cat(valids)
+    if not bool(valid.any()):
+        raise RunError("no frame of the part being scored is valid (every frame lacks a label or an input: unreadable "
+                       "crops or features?); see failures.csv and check the raw files are still in place.")
     w = dataset.windows
     sids = np.asarray(dataset.sample_ids)[w.sample]
     if task.kind == "frame_regression":
