@@ -16,7 +16,7 @@ import torch
 
 from emotk.datasets import prepare_dataset
 from emotk.workspace import Workspace
-from tests.procs import EXTRACT, assert_same_store, copy_prepared, emotk, env, store_arrays
+from tests.procs import EXTRACT, assert_same_store, copy_prepared, emotk, env, find_run, store_arrays
 
 FEATURES = "affwild2/features/regnet_y_400mf.h5"
 PARTS = "affwild2/features/regnet_y_400mf.parts"
