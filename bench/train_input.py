@@ -28,7 +28,7 @@ from emotk.atomic import write_json, write_parquet
 from emotk.datasets import get_dataset, write_frame_labels
 from emotk.features.store import FeatureWriter
 from emotk.models import build
-from emotk.train.data import WindowDataset, collate, frame_windows, load_samples
+from emotk.train.data import WindowDataset, collate, load_labels, make_sources
 from emotk.train.losses import ccc_loss
 from emotk.workspace import Workspace
 
@@ -88,8 +88,8 @@ def main() -> None:
         task = get_dataset("affwild2").task
         ids = pl.read_parquet(ws.manifest_path("affwild2"))["sample_id"].to_list()
         t0 = time.perf_counter()
-        samples = load_samples(ws, "affwild2", "synthetic", ids, task)
-        data = WindowDataset(samples, frame_windows(samples, 256), task)
+        sources, rows = make_sources(ws, "affwild2", {"frames": "synthetic"}, ids, "the benchmark's samples")
+        data = WindowDataset(sources, load_labels(ws, "affwild2", rows, task), task, 256, sample_ids=ids)
         held = rss_bytes() - rss_before
         print(f"loaded {len(ids)} samples, {len(data)} windows of 256 in {time.perf_counter() - t0:.1f} s")
         model = build(args.model, "sm", "affwild2", in_dim=440, out_dim=2, head="frame_tanh")
@@ -100,9 +100,9 @@ def main() -> None:
         it = iter(loader)
         for step in range(args.steps + 3):
             t_a = time.perf_counter()
-            x, y, valid, _ = next(it)
+            batch = next(it)
             t_b = time.perf_counter()
-            loss = ccc_loss(model(x), y, valid)
+            loss = ccc_loss(model(batch["frames"]), batch["y"], batch["valid"])
             opt.zero_grad()
             loss.backward()
             opt.step()
