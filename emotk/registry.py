@@ -1,44 +1,38 @@
-"""One registry mechanism: a named table of things (protocols, TTA view sets, augmentations, …).
+"""One registry mechanism for every named family: datasets, models, face detectors, augmentations, TTA sets.
 
-``Registry("protocol")`` is a dict-like table filled by ``register(name, obj)`` (or used as a
-decorator); ``get(name)`` raises :class:`EmotkError` listing the known names. Families register on
-import of their own package; a registry imports none of them.
+A :class:`Registry` is a ``dict`` (name → entry) that knows what it holds: ``register(name, obj)``
+(or ``@register(name)`` on a builder) refuses a name twice, and ``get(name)`` raises
+:class:`EmotkError` listing the known names. Families register on import of their own module; a
+registry imports none of them. Training protocols are files (``emotk/protocols/*.yaml``), listed by
+:func:`emotk.train.protocol.available`.
 """
 
 from __future__ import annotations
 
-from typing import Generic, Iterator, TypeVar
-
 from emotk.errors import EmotkError
 
-T = TypeVar("T")
+class Registry(dict):
+    def __init__(self, kind: str, hint: str = "", error: type[EmotkError] = EmotkError):
+        super().__init__()
+        self.kind, self.hint, self.error = kind, hint, error
 
-
-class Registry(Generic[T]):
-    def __init__(self, kind: str, hint: str = ""):
-        self.kind, self.hint, self._items = kind, hint, {}
-
-    def register(self, name: str, obj: T | None = None):
+    def register(self, name: str, obj=None):
         """``register(name, obj)``, or ``@register(name)`` on a function or class."""
-        def put(o: T) -> T:
-            if name in self._items:
+        def put(o):
+            if name in self:
                 raise ValueError(f"{self.kind} {name!r} registered twice")
-            self._items[name] = o
+            self[name] = o
             return o
 
         return put if obj is None else put(obj)
 
-    def get(self, name: str) -> T:
-        if name not in self._items:
-            raise EmotkError(f"unknown {self.kind} {name!r}; known: {', '.join(sorted(self._items)) or '(none)'}."
+    def get(self, name: str, default=None):  # noqa: D401 - dict.get with a helpful error instead of None
+        """The entry of ``name``; an unknown name is an error listing the known ones."""
+        if name not in self:
+            raise self.error(f"unknown {self.kind} {name!r}; known: {', '.join(sorted(self)) or '(none)'}."
                              + (f" {self.hint}" if self.hint else ""))
-        return self._items[name]
+        return self[name]
 
     def names(self) -> list[str]:
-        return sorted(self._items)
+        return sorted(self)
 
-    def __contains__(self, name: object) -> bool:
-        return name in self._items
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(sorted(self._items))

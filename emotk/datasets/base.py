@@ -15,6 +15,7 @@ from typing import Callable, Mapping
 import numpy as np
 
 from emotk.errors import DatasetError
+from emotk.registry import Registry
 
 #: Every sample id matches this: a letter or digit, then letters, digits, ``.``, ``_``, ``-``. It is
 #: a folder name (``faces/<id>``), an HDF5 dataset name and a split-file key, so it may hold no path
@@ -43,6 +44,11 @@ class Task:
     n_classes: int = 0
     feature_dim_hint: int = 440
 
+    @property
+    def out_dim(self) -> int:
+        """Outputs of a model for this task: one per class, or one per target."""
+        return self.n_classes if self.kind.endswith("classification") else len(self.targets)
+
 
 @dataclass
 class Prepared:
@@ -67,14 +73,11 @@ class DatasetSpec:
     precheck: Callable[[Path, dict], None] | None = None
 
 
-DATASETS: dict[str, DatasetSpec] = {}
+DATASETS: Registry = Registry("dataset", "See `emotk datasets`.", DatasetError)
 
 
 def register_dataset(spec: DatasetSpec) -> DatasetSpec:
-    if spec.name in DATASETS:
-        raise ValueError(f"dataset {spec.name!r} registered twice")
-    DATASETS[spec.name] = spec
-    return spec
+    return DATASETS.register(spec.name, spec)
 
 
 def failure(sample_id: str, stage: str, file: str | Path, reason: str, what_to_do: str) -> dict:

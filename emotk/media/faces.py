@@ -49,6 +49,7 @@ import numpy as np
 
 from emotk import __version__
 from emotk.media.video import MediaError, VideoStream
+from emotk.registry import Registry
 
 DEFAULT_DETECTOR = "haar"
 DEFAULT_FACE_SIZE = 112
@@ -77,16 +78,14 @@ class DetectorInfo:
     requires: str = ""  # pip package(s) it needs beyond emotk's own
 
 
-DETECTORS: dict[str, DetectorInfo] = {}
+DETECTORS: Registry = Registry("face detector", "See docs/faces.md.", MediaError)
 
 
 def register_detector(name: str, *, description: str, licence: str, requires: str = ""):
     """Decorator: register a detector class or factory under ``name`` (``--detector NAME``)."""
 
     def deco(factory):
-        if name in DETECTORS:
-            raise ValueError(f"face detector {name!r} registered twice")
-        DETECTORS[name] = DetectorInfo(name, factory, description, licence, requires)
+        DETECTORS.register(name, DetectorInfo(name, factory, description, licence, requires))
         return factory
 
     return deco
@@ -130,7 +129,7 @@ class HaarDetector:
         except ImportError:
             raise MediaError(
                 "the haar face detector needs OpenCV 4: `pip install 'opencv-python-headless>=4.8,<5'` "
-                "(or `pip install emotk[video]`)."
+                "(one of emotk's own dependencies, missing from this environment)."
             ) from None
         if not hasattr(cv2, "CascadeClassifier") or not hasattr(cv2, "data"):
             raise MediaError(

@@ -25,14 +25,15 @@ import torch
 from emotk.models.counting import count_macs, count_macs_paper, count_params
 from emotk.models.registry import MODELS, PRESETS, Preset, build
 
-# the task heads the trainer uses per dataset (emotk.datasets' Task: head, out_dim) and the feature
-# width of the paper's encoder; "any" = an AffWild2-like per-frame regression.
-TASKS: dict[str, tuple[str, int, int]] = {
-    "affwild2": ("frame_tanh", 2, 440),
-    "emoreact": ("last", 8, 784),
-    "afewva": ("last", 3, 440),
-    "any": ("frame_tanh", 2, 440),
-}
+
+
+def _task(dataset: str | None) -> tuple[str, int, int]:
+    """(head, output size, feature width of the paper's encoder) of a dataset's task, as the trainer
+    builds it; a preset for any dataset is shown with AffWild2's task (per-frame regression)."""
+    from emotk.datasets import get_dataset
+
+    task = get_dataset(dataset if dataset and dataset != "any" else "affwild2").task
+    return task.head, task.out_dim, task.feature_dim_hint
 
 COLUMNS = ["model", "size", "dataset", "seq_len", "params", "params_paper", "macs", "macs_paper",
            "params_published", "macs_published", "reproduced", "note"]
@@ -46,7 +47,7 @@ def _mmac(n: int | None) -> float | None:
 def _row(model: str, size: str, dataset: str | None) -> dict:
     preset: Preset = PRESETS[(model, size, dataset)]
     ds = dataset or "any"
-    head, out_dim, in_default = TASKS.get(ds, TASKS["any"])
+    head, out_dim, in_default = _task(ds)
     in_dim = preset.config.get("in_dim", in_default)
     T = preset.seq_len or 128
     torch.manual_seed(0)
@@ -86,7 +87,7 @@ def model_table(dataset: str | None = None) -> pl.DataFrame:
                 continue
             seen.add((m, s))
             if key[2] is None:
-                head, out_dim, _ = TASKS.get(dataset, TASKS["any"])
+                head, out_dim, _ = _task(dataset)
                 rows.append(dict(_row_for(m, s, dataset, head, out_dim)))
             else:
                 rows.append(dict(_row(*key)))

@@ -23,6 +23,7 @@ from typing import Any, Callable
 from torch import nn
 
 from emotk.errors import ModelError
+from emotk.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -58,7 +59,7 @@ class Preset:
         return self.macs_published
 
 
-MODELS: dict[str, ModelInfo] = {}
+MODELS: Registry = Registry("model", "Run `emotk models` for the list with sizes and presets.", ModelError)
 PRESETS: dict[tuple[str, str, str | None], Preset] = {}
 
 
@@ -67,9 +68,7 @@ def register_model(name: str, *, family: str, description: str, causal: bool = F
     """Decorator registering a builder under ``name``; ``streams`` are the inputs its module's forward takes."""
 
     def wrap(fn):
-        if name in MODELS:
-            raise ValueError(f"model {name!r} registered twice")
-        MODELS[name] = ModelInfo(name, fn, family, description, causal, tuple(streams))
+        MODELS.register(name, ModelInfo(name, fn, family, description, causal, tuple(streams)))
         return fn
 
     return wrap

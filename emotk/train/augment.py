@@ -35,8 +35,8 @@ import torch.nn.functional as F
 from emotk.registry import Registry
 
 # name → (function(x, generator, **options), default options)
-AUGMENTATIONS: Registry[tuple[Callable, dict]] = Registry("augmentation", "See docs/protocols.md.")
-TTA_SETS: Registry["TTASet"] = Registry("TTA set", "Use `emotk evaluate RUN --tta NAME`.")
+AUGMENTATIONS = Registry("augmentation", "See docs/protocols.md.")
+TTA_SETS = Registry("TTA set", "Use `emotk evaluate RUN --tta NAME`.")
 
 
 def _flat(x: torch.Tensor) -> tuple[torch.Tensor, tuple]:

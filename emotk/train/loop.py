@@ -319,10 +319,6 @@ def load_checkpoint(path: Path, model_name: str | None = None) -> dict:
 # ------------------------------------------------------------------------------------ model
 
 
-def out_dim(task: Task) -> int:
-    return task.n_classes if task.kind.endswith("classification") else len(task.targets)
-
-
 def build_model(run: Resolved, shapes: dict[str, tuple]) -> tuple[torch.nn.Module, tuple[str, ...]]:
     """The network of a run and the streams its forward takes, from the streams' shapes and the task."""
     cfg, proto = run.cfg, run.protocol
@@ -332,7 +328,7 @@ def build_model(run: Resolved, shapes: dict[str, tuple]) -> tuple[torch.nn.Modul
 
         enc = proto["encoder"]
         encoder = load_encoder(enc["name"], enc["weights"], image_size=enc["image_size"])
-        temporal = build(cfg.model, cfg.size, cfg.dataset, in_dim=encoder.dim, out_dim=out_dim(run.task),
+        temporal = build(cfg.model, cfg.size, cfg.dataset, in_dim=encoder.dim, out_dim=run.task.out_dim,
                          head=run.task.head, **cfg.model_options)
         return EndToEnd(encoder.module.train(), temporal, enc["checkpointing"], enc["channels_last"]), ("crops",)
     streams = model_info(cfg.model).streams
@@ -340,7 +336,7 @@ def build_model(run: Resolved, shapes: dict[str, tuple]) -> tuple[torch.nn.Modul
     if missing:
         raise RunError(f"model {cfg.model!r} reads the stream(s) {missing}, which this run lacks; "
                        f"give them with --input (e.g. --input frames=NAME after `emotk extract`).")
-    net = build(cfg.model, cfg.size, cfg.dataset, in_dim=shapes[streams[0]][-1], out_dim=out_dim(run.task),
+    net = build(cfg.model, cfg.size, cfg.dataset, in_dim=shapes[streams[0]][-1], out_dim=run.task.out_dim,
                 head=run.task.head, **cfg.model_options)
     return net, streams
 
