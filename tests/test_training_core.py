@@ -334,3 +334,60 @@ def test_split_by_any_column(ws, tmp_path):
     assert emotk("split", "--check", workspace=other.root).returncode == 0  # the only split is implied
     proc = emotk("split", "--by", "speaker", "--folds", "2", workspace=other.root, check=False)
     assert proc.returncode == 2 and "no column 'speaker'" in proc.stderr and "session" in proc.stderr
+
+
+# ------------------------------------------------------------------------------ bad input (issue "trust")
+
+
+@pytest.mark.parametrize("flag, value, needle", [
+    ("--epochs", "0", "--epochs"), ("--epochs", "-3", "--epochs"), ("--seq-len", "0", "--seq-len"),
+    ("--batch-size", "0", "--batch-size"), ("--lr", "0", "--lr"), ("--lr", "nan", "--lr"), ("--seeds", "", "--seeds"),
+    ("--seeds", "1,x", "--seeds"), ("--num-workers", "-1", "--num-workers"), ("--val-fraction", "1.5", "--val-fraction"),
+    ("--select-on", "best", "--select-on"), ("--input", "audio=x", "--input"), ("--set", "epochs", "--set"),
+])
+def test_bad_train_values_exit_2_before_any_folder(ws, tmp_path, flag, value, needle):
+    runs = tmp_path / "runs"
+    proc = emotk("train", "gru", flag, value, "--runs", str(runs), workspace=ws.root, check=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr and needle in proc.stderr, proc.stderr
+    assert not runs.exists()
+
+
+def test_split_naming_samples_the_manifest_lacks_says_to_remake_the_split(ws, tmp_path):
+    other = Workspace.open(tmp_path / "ws")
+    shutil.copytree(ws.dataset_dir("affwild2"), other.dataset_dir("affwild2"))
+    split = other.split_path("affwild2", "official")
+    frame = pl.read_parquet(split)
+    pl.concat([frame, frame.head(1).with_columns(pl.lit("ghost-track").alias("sample_id"))]).write_parquet(split)
+    proc = emotk("train", "gru", "--quiet", workspace=other.root, check=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "'ghost-track'" in proc.stderr and "emotk split" in proc.stderr and "emotk extract" not in proc.stderr
+    split.write_bytes(b"PAR1 not really")
+    proc = emotk("train", "gru", "--quiet", workspace=other.root, check=False)
+    assert proc.returncode == 2 and "not a readable split file" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_non_finite_loss_fails_the_run_unfinished(ws, tmp_path):
+    """Labels whose squares overflow (3e38) make the CCC loss NaN: the run stops with an error, unfinished."""
+    other = Workspace.open(tmp_path / "ws")
+    shutil.copytree(ws.dataset_dir("affwild2"), other.dataset_dir("affwild2"))
+    with h5py.File(other.labels_path("affwild2"), "r+") as f:
+        for sid in f:
+            f[sid][...] = np.where(np.isfinite(f[sid][()]), np.float32(3e38), np.nan)
+    cfg = _cfg(runs_dir=str(tmp_path / "runs"))
+    with pytest.raises(EmotkError, match="not marked finished"):
+        train_run(other, cfg, progress=False)
+    assert not (run_dir(other, cfg) / "metrics.json").exists()
+
+
+def test_report_lists_what_it_skipped(ws, tmp_path):
+    runs = tmp_path / "runs"
+    train_run(ws, _cfg(runs_dir=str(runs), overrides={**QUICK, "stages.*.epochs": 1}), progress=False)
+    done = find_run(runs, "gru-sm", "official", "official-seed1")
+    half = done.parent / "official-seed2"
+    shutil.copytree(done, half)
+    result = json.loads((half / "metrics.json").read_text())
+    (half / "metrics.json").write_text(json.dumps({**result, "status": "running"}))
+    proc = emotk("report", str(runs), workspace=ws.root)
+    assert "skipped 1 run folder(s)" in proc.stderr and "official-seed2" in proc.stderr and "unfinished" in proc.stderr
+    proc = emotk("report", str(runs), "--metric", "ccc_valence", workspace=ws.root)
+    assert "skipped 1" in proc.stderr

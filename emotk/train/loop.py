@@ -59,6 +59,7 @@ from emotk import distributed as ddp
 from emotk.atomic import atomic_path, file_sha256, write_json, write_parquet
 from emotk.datasets import get_dataset
 from emotk.datasets.base import Task
+from emotk.locks import output_lock
 from emotk.errors import EmotkError, RunError, SplitError
 from emotk.models import build, find_preset, model_info
 from emotk.splits import check, read_split
@@ -609,10 +610,6 @@ def _run_lock(out_dir: Path, info: ddp.DistInfo):
     """An advisory lock on the run folder (rank 0): two processes never train the same identity at once."""
     if not info.is_main:
         return nullcontext()
-    try:
-        from emotk.locks import output_lock
-    except ImportError:  # pragma: no cover - the lock module is part of the package
-        return nullcontext()
     out_dir.mkdir(parents=True, exist_ok=True)
     return output_lock(out_dir / "run", what="training run")
 
@@ -755,7 +752,7 @@ def _train(ws: Workspace, run: Resolved, mode: str, info: ddp.DistInfo, progress
                 valid = ddp.gather_batch(b["valid"], sizes[step], info.rank, keep_grad=False)
                 loss = loss_fn(out, y, valid, **loss_opts)  # the global batch's loss, as in one process
                 if not torch.isfinite(loss):
-                    raise RunError(f"the training loss is {float(loss)} at stage {stage['name']!r} epoch {epoch + 1} step "
+                    raise RunError(f"the training loss is {float(loss.detach())} at stage {stage['name']!r} epoch {epoch + 1} step "
                                    f"{step + 1}: check the inputs (non-finite features or labels) or lower the learning "
                                    "rate. The run is not marked finished.")
                 optimizer.zero_grad(set_to_none=True)
@@ -794,8 +791,8 @@ def _train(ws: Workspace, run: Resolved, mode: str, info: ddp.DistInfo, progress
                 save_checkpoint(ckpt_path, {
                     "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                     "plateau": plateau.state_dict() if plateau is not None else None,
-                    "scaler": scaler.state_dict() if amp else None, "stage": si if not stopped else si,
-                    "epoch": epoch if not stopped else stage["epochs"] - 1, "best": best, "best_epoch": best_epoch,
+                    "scaler": scaler.state_dict() if amp else None, "stage": si,
+                    "epoch": stage["epochs"] - 1 if stopped else epoch, "best": best, "best_epoch": best_epoch,
                     "bad": bad, "history": history, "rng": rngs[0], "rng_ranks": rngs, "model_name": cfg.model,
                     "world_size": info.world_size,
                 })

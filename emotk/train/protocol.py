@@ -188,8 +188,8 @@ def validate(data: dict, where: str) -> dict:
     if top["input"] == "crops":
         top["encoder"] = _check(top.get("encoder") or {}, ENCODER, f"{where}: encoder")
         _positive(top["encoder"]["image_size"], f"{where}: encoder.image_size", 16)
-    elif top.get("encoder"):
-        raise ProtocolError(f"{where}: 'encoder' is only used with input: crops.")
+    else:  # a frames run has no encoder to train (a crops protocol run on a cache keeps its stages)
+        top["encoder"] = None
     if top["seq_len"] is not None:
         _positive(top["seq_len"], f"{where}: seq_len")
     _positive(top["frame_stride"], f"{where}: frame_stride")
