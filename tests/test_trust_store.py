@@ -422,3 +422,42 @@ def test_garbage_manifest_and_dataset_json(small, tmp_path):
     ws.info_path("affwild2").write_text("{not json")
     with pytest.raises(WorkspaceError, match="dataset.json is not valid JSON"):
         ws.read_info("affwild2")
+
+
+def test_garbage_anywhere_in_a_cache_never_reads_as_features(ready, tmp_path):
+    """Bytes flipped at random places, in the arrays and in HDF5's own metadata: every sample either
+    reads back exactly as written or is a FeatureStoreError — never other values, another exception
+    or a crash. (With the pre-1.10 file format, whose metadata has no checksums, flips in the
+    metadata crashed the process.)"""
+    cache = ready.feature_path("affwild2", "regnet_y_400mf")
+    original = store_arrays(cache)
+    data = []
+    with h5py.File(cache, "r") as f:
+        f.visititems(lambda name, obj: data.append((obj.id.get_offset(), obj.id.get_storage_size()))
+                     if isinstance(obj, h5py.Dataset) else None)
+    in_data = np.zeros(cache.stat().st_size, bool)
+    for start, n in data:
+        in_data[start:start + n] = True
+    rng = np.random.default_rng(7)
+    offsets = [*rng.choice(np.flatnonzero(in_data[:-4]), 20), *rng.choice(np.flatnonzero(~in_data[:-4]), 100)]
+    outcomes = set()
+    for k, offset in enumerate(offsets):
+        copy = tmp_path / f"c{k}.h5"
+        shutil.copyfile(cache, copy)
+        _flip(copy, int(offset), 2)
+        try:
+            store = FeatureStore(copy)
+        except FeatureStoreError:
+            outcomes.add("file refused")
+            continue
+        with store:
+            for sid in original:
+                try:
+                    feats, mask = store.read(sid)
+                except FeatureStoreError:
+                    outcomes.add("sample refused")
+                    continue
+                assert np.array_equal(feats, original[sid][0]) and np.array_equal(mask, original[sid][1]), (offset, sid)
+                outcomes.add("intact")
+        copy.unlink()
+    assert outcomes == {"file refused", "sample refused", "intact"}

@@ -9,7 +9,7 @@ among parts the write time in the name orders them). (Appending samples to one H
 crash-safe: a kill during a metadata write can corrupt the whole file.) ``merge_parts`` merges the
 parts into ``<name>.h5`` atomically.
 
-Inside every file: the provenance as file attributes (``store_format`` among them),
+Files use the HDF5 1.10 format, whose metadata is checksummed. Inside every file: the provenance as file attributes (``store_format`` among them),
 ``/<sample_id>`` = ``[T, D]`` (or ``[D]``) features and ``/mask/<sample_id>`` = ``[T]`` bool, True
 where the frame was really observed. Each feature dataset carries two attributes:
 
@@ -51,6 +51,9 @@ SOURCE = "source"
 #: What h5py raises for a damaged file or object (besides its OSError for unreadable files).
 H5_ERRORS = (OSError, KeyError, RuntimeError, ValueError, TypeError)
 MERGE_MARGIN = 1 << 20  # bytes of headroom the merge wants beyond the size of its inputs
+#: HDF5 1.10 file format: its metadata (superblock, object headers) carries checksums, so garbage in
+#: it is an error on open rather than misread structure; readable by any HDF5 >= 1.10.
+LIBVER = ("v110", "v110")
 
 
 def parts_dir(path: Path) -> Path:
@@ -223,7 +226,11 @@ def _open(p: Path) -> tuple[h5py.File, dict, list[str]]:
     except H5_ERRORS as exc:
         raise _unreadable(p, exc) from None
     try:
-        return f, _read_attrs(f.attrs), [sid for sid in f.keys() if sid != MASK]
+        ids = [sid for sid in f.keys() if sid != MASK]
+        odd = [sid for sid in ids if not isinstance(sid, str)]
+        if odd:
+            raise ValueError(f"object names that are not text: {odd[:3]}")
+        return f, _read_attrs(f.attrs), ids
     except H5_ERRORS as exc:
         f.close()
         raise _unreadable(p, exc) from None
@@ -368,7 +375,7 @@ def _fill(f: h5py.File, attrs: dict, samples: Iterable[tuple]) -> None:
 
 def hdf5_image(attrs: dict, samples: Iterable[tuple]) -> bytes:
     """The bytes of an HDF5 file holding ``samples`` ((sid, features, mask, attrs)), built in memory."""
-    with h5py.File(f"emotk-{uuid.uuid4().hex}.h5", "w", driver="core", backing_store=False) as f:
+    with h5py.File(f"emotk-{uuid.uuid4().hex}.h5", "w", driver="core", backing_store=False, libver=LIBVER) as f:
         _fill(f, attrs, samples)
         f.flush()
         return f.id.get_file_image()
@@ -376,7 +383,7 @@ def hdf5_image(attrs: dict, samples: Iterable[tuple]) -> bytes:
 
 def write_samples(path: Path, attrs: dict, samples: Iterable[tuple]) -> None:
     """Write an HDF5 file of ``samples`` ((sid, features, mask) or (sid, features, mask, attrs)) at ``path``."""
-    with h5py.File(path, "w") as f:
+    with h5py.File(path, "w", libver=LIBVER) as f:
         _fill(f, attrs, ((s[0], s[1], s[2], s[3] if len(s) > 3 else {}) for s in samples))
 
 
