@@ -461,3 +461,19 @@ def test_garbage_anywhere_in_a_cache_never_reads_as_features(ready, tmp_path):
                 outcomes.add("intact")
         copy.unlink()
     assert outcomes == {"file refused", "sample refused", "intact"}
+
+
+def test_hdf5_written_on_a_full_disk_is_a_clean_error(small_disk, tmp_path):
+    """h5py writing straight into a file on a full disk can crash the process (exit 139); write_hdf5
+    builds the file in memory and writes its bytes like any other file."""
+    from emotk.atomic import write_hdf5
+
+    disk = small_disk(64 * 1024)
+    target = disk / "labels.h5"
+    write_hdf5(target, lambda f: f.create_dataset("a", data=np.arange(10)))
+    with pytest.raises(DiskFullError, match="the frame labels"):
+        write_hdf5(target, lambda f: [f.create_dataset(str(i), data=np.zeros(1000, np.float32)) for i in range(50)],
+                   what="the frame labels")
+    with h5py.File(target, "r") as f:  # the previous file, whole
+        assert np.array_equal(f["a"][()], np.arange(10))
+    assert [p.name for p in disk.iterdir()] == ["labels.h5"]

@@ -40,7 +40,7 @@ import h5py
 import numpy as np
 
 from emotk import __version__
-from emotk.atomic import atomic_path, ensure_free_space, remove_stale_temporaries, write_bytes
+from emotk.atomic import HDF5_LIBVER, atomic_path, ensure_free_space, hdf5_bytes, remove_stale_temporaries, write_bytes
 from emotk.errors import FeatureStoreError
 
 IGNORED_KEYS = {"emotk_version"}  # provenance keys that may differ between runs
@@ -52,8 +52,8 @@ SOURCE = "source"
 H5_ERRORS = (OSError, KeyError, RuntimeError, ValueError, TypeError)
 MERGE_MARGIN = 1 << 20  # bytes of headroom the merge wants beyond the size of its inputs
 #: HDF5 1.10 file format: its metadata (superblock, object headers) carries checksums, so garbage in
-#: it is an error on open rather than misread structure; readable by any HDF5 >= 1.10.
-LIBVER = ("v110", "v110")
+#: it is an error on open rather than misread structure (or a crash); readable by any HDF5 >= 1.10.
+LIBVER = HDF5_LIBVER
 
 
 def parts_dir(path: Path) -> Path:
@@ -375,10 +375,7 @@ def _fill(f: h5py.File, attrs: dict, samples: Iterable[tuple]) -> None:
 
 def hdf5_image(attrs: dict, samples: Iterable[tuple]) -> bytes:
     """The bytes of an HDF5 file holding ``samples`` ((sid, features, mask, attrs)), built in memory."""
-    with h5py.File(f"emotk-{uuid.uuid4().hex}.h5", "w", driver="core", backing_store=False, libver=LIBVER) as f:
-        _fill(f, attrs, samples)
-        f.flush()
-        return f.id.get_file_image()
+    return hdf5_bytes(lambda f: _fill(f, attrs, samples), LIBVER)
 
 
 def write_samples(path: Path, attrs: dict, samples: Iterable[tuple]) -> None:
