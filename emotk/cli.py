@@ -218,12 +218,13 @@ def _key_values(items: list[str], what: str) -> dict:
 
 
 def _inputs(items: list[str]) -> dict:
-    """--input frames=NAME | crops (repeatable) → stream → spec."""
+    """--input frames=NAME | crops | image (repeatable) → stream → spec."""
     out = {}
     for item in items:
         stream, _, spec = item.partition("=")
-        if stream not in ("frames", "crops"):
-            raise typer.BadParameter(f"unknown stream {stream!r}: use frames=NAME (a feature cache) or crops", param_hint="--input")
+        if stream not in ("frames", "crops", "image"):
+            raise typer.BadParameter(f"unknown stream {stream!r}: use frames=NAME (a feature cache), crops or image",
+                                     param_hint="--input")
         if stream == "frames" and not spec:
             raise typer.BadParameter("frames needs a cache name: --input frames=regnet_y_400mf", param_hint="--input")
         out[stream] = spec
@@ -238,7 +239,7 @@ def train(
     fold: str = typer.Option("all", help="Held-out fold k, comma-separated folds, or 'all'. Ignored for official splits."),
     seeds: str = typer.Option("1", "--seeds", "--seed", help="Seed or comma-separated seeds, e.g. 1,2,3."),
     input_: list[str] = typer.Option([], "--input", "-i", help="Input stream: frames=NAME (a feature cache; default: the only "
-                                     "one) or crops (face crops through --encoder, trained end to end)."),
+                                     "one), crops (face crops through --encoder, trained end to end) or image (the image store)."),
     protocol: str = typer.Option("frozen", help="Training protocol: a shipped name (frozen, nactcn, nactcn-released; "
                                  "see docs/protocols.md) or a YAML file."),
     set_: list[str] = typer.Option([], "--set", help="Protocol value KEY=VALUE (dotted), e.g. --set stages.0.optimizer.lr=0.01."),

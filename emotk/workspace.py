@@ -151,6 +151,10 @@ class Workspace:
     def labels_path(self, dataset: str) -> Path:
         return self.dataset_dir(dataset) / "labels.h5"
 
+    def images_path(self, dataset: str) -> Path:
+        """The image store of an image dataset: uint8 [H, W] or [H, W, 3] per sample_id."""
+        return self.dataset_dir(dataset) / "images.h5"
+
     def info_path(self, dataset: str) -> Path:
         return self.dataset_dir(dataset) / "dataset.json"
 

@@ -9,7 +9,7 @@
 - :func:`count_macs_paper`: what the paper's tool (ptflops, "pytorch flops counter") reports for the
   released code: per-module rules for Conv1d, Linear, ReLU, GRU/LSTM, MultiheadAttention, LayerNorm,
   and for NAC-TCN / TCN blocks their ``paper_macs`` (which includes ptflops' double counting of modules
-  registered twice, see reference/nactcn.md §4). Attention cores of functional calls are invisible
+  registered twice, see docs/models.md, "How counts map to the paper"). Attention cores of functional calls are invisible
   to ptflops and so not counted.
 """
 
@@ -44,12 +44,13 @@ def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def _example(model: nn.Module, in_dim: int | tuple[int, ...], seq_len: int, batch: int) -> torch.Tensor:
-    """Zeros ``[batch, seq_len, in_dim]`` (or ``[batch, seq_len, *in_dim]`` for a per-frame shape, e.g. crops)."""
+def _example(model: nn.Module, in_dim: int | tuple[int, ...], seq_len: int | None, batch: int) -> torch.Tensor:
+    """Zeros ``[batch, seq_len, in_dim]`` (or ``[batch, seq_len, *in_dim]`` for a per-frame shape, e.g. crops;
+    ``[batch, *in_dim]`` when ``seq_len`` is None, e.g. one image ``(C, H, W)``)."""
     p = next(model.parameters(), None)
     device = p.device if p is not None else "cpu"
     shape = tuple(in_dim) if isinstance(in_dim, (tuple, list)) else (in_dim,)
-    return torch.zeros(batch, seq_len, *shape, device=device)
+    return torch.zeros(batch, *((seq_len,) if seq_len is not None else ()), *shape, device=device)
 
 
 def rnn_macs(m: nn.RNNBase, batch: int, steps: int) -> int:
@@ -63,7 +64,7 @@ def rnn_macs(m: nn.RNNBase, batch: int, steps: int) -> int:
     return total * dirs * batch * steps
 
 
-def count_macs(model: nn.Module, in_dim: int, seq_len: int, batch: int = 1) -> int:
+def count_macs(model: nn.Module, in_dim, seq_len: int | None, batch: int = 1) -> int:
     """True MACs of ``model(x)`` for ``x = [batch, seq_len, in_dim]`` (see the module docstring)."""
     from torch.utils.flop_counter import FlopCounterMode
 

@@ -17,6 +17,9 @@ Augmentations (``augment:`` entries of a protocol stage):
 - ``random_resized_crop`` (``scale`` [0.8, 1.0], ``ratio`` [3/4, 4/3]): a random box resampled to
   the input size (bilinear, via ``torchvision.ops.roi_align``).
 - ``rotation`` (``degrees`` 10): a random rotation about the centre (bilinear, zeros outside).
+- ``zoom`` (``range`` 0.3): Keras' ``zoom_range``: the sampling grid is scaled by factors drawn
+  independently for x and y in [1 − range, 1 + range] (below 1 zooms in), edges repeated
+  ('nearest' fill).
 
 TTA sets (``emotk evaluate RUN --tta NAME``): ``none`` (the image as is) and ``hflip`` (as is +
 mirrored); the model's outputs over the views are averaged (class probabilities for classification
@@ -123,7 +126,20 @@ def rotation(x, g, degrees=10.0):
     return out.reshape(shape)
 
 
+def zoom(x, g, range=0.3):  # noqa: A002 - the protocol's option name
+    x5, shape = _flat(x)
+    n, f, ch, h, w = x5.shape
+    zx, zy = _uniform(g, n, 1 - range, 1 + range), _uniform(g, n, 1 - range, 1 + range)
+    zero = torch.zeros(n)
+    theta = torch.stack([torch.stack([zx, zero, zero], 1), torch.stack([zero, zy, zero], 1)], 1)
+    theta = theta.repeat_interleave(f, 0).to(x5.device, x5.dtype)
+    grid = F.affine_grid(theta, [n * f, ch, h, w], align_corners=False)
+    out = F.grid_sample(x5.reshape(n * f, ch, h, w), grid, mode="bilinear", padding_mode="border", align_corners=False)
+    return out.reshape(shape)
+
+
 AUGMENTATIONS.register("hflip", (hflip, {"p": 0.5}))
+AUGMENTATIONS.register("zoom", (zoom, {"range": 0.3}))
 AUGMENTATIONS.register("color_jitter", (color_jitter, {"brightness": 0.0, "contrast": 0.0, "saturation": 0.0, "p": 1.0}))
 AUGMENTATIONS.register("random_crop", (random_crop, {"padding": 4, "mode": "zeros"}))
 AUGMENTATIONS.register("random_resized_crop", (random_resized_crop, {"scale": [0.8, 1.0], "ratio": [3 / 4, 4 / 3]}))

@@ -5,10 +5,13 @@ Streams (one source object per kind reads one sample's frames):
 - ``frames``: a feature cache (``features/<name>.h5``) held in memory as float16, ``[L, D]`` per window;
 - ``crops``: the face-crop images of the manifest's frame folders, decoded at the window's frame
   indices (in DataLoader workers) and resized to ``image_size``, ``[L, 3, S, S]`` uint8 per window —
-  for training a frame encoder end to end with the temporal model.
+  for training a frame encoder end to end with the temporal model;
+- ``image``: one still image per sample from the dataset's image store (``images.h5``, uint8
+  ``[H, W]`` or ``[H, W, 3]`` per sample id, held in memory), ``[C, H, W]`` uint8 per item (image
+  datasets have windows of one "frame").
 
-(``image``, ``audio``, ``text`` and ``video`` sources plug in the same way: a ``masks`` list, a
-``shape`` and ``take(sample, frames)``.)
+(``audio``, ``text`` and ``video`` sources plug in the same way: a ``masks`` list, a ``shape`` and
+``take(sample, frames)``.)
 
 A batch is ``{stream: [B, L, …], "<stream>_mask": [B, L], "valid": [B, L], "y": targets, "index": [B]}``:
 ``<stream>_mask`` marks the frames the stream really observed, ``valid`` the frames the loss and the
@@ -39,7 +42,7 @@ from emotk.errors import EmotkError
 from emotk.features.store import FeatureStore
 from emotk.workspace import Workspace
 
-STREAMS = ("frames", "crops")
+STREAMS = ("frames", "crops", "image")
 
 
 def check_in_manifest(ws: Workspace, dataset: str, sample_ids: list[str], what: str) -> pl.DataFrame:
@@ -124,6 +127,38 @@ class CropSource:
         return out, ok
 
 
+class ImageSource:
+    """Stream ``image``: the dataset's image store, in memory (uint8), one ``[C, H, W]`` image per sample."""
+
+    def __init__(self, ws: Workspace, dataset: str, sample_ids: list[str]):
+        import h5py
+
+        path = ws.images_path(dataset)
+        if not path.exists():
+            raise EmotkError(f"no image store {path}: image datasets write it at prepare; run "
+                             f"`emotk prepare {dataset} --root RAW_DIR` (again).")
+        try:
+            with h5py.File(path, "r") as f:
+                missing = [s for s in sample_ids if s not in f]
+                if missing:
+                    raise EmotkError(f"{len(missing)} samples of the split are not in {path} (e.g. {missing[0]!r}); "
+                                     "make the split again with `emotk split` after `emotk prepare`.")
+                images = [np.asarray(f[s][()]) for s in sample_ids]
+        except OSError as exc:
+            raise EmotkError(f"{path} is not a readable image store ({exc}); run `emotk prepare {dataset}` again.") from None
+        self.images = [torch.from_numpy(im[None] if im.ndim == 2 else np.ascontiguousarray(im.transpose(2, 0, 1)))
+                       for im in images]
+        shapes = {tuple(im.shape) for im in self.images}
+        if len(shapes) > 1 or any(im.dtype != torch.uint8 for im in self.images):
+            raise EmotkError(f"{path} holds images of several shapes or types ({sorted(shapes)[:3]}); "
+                             "run `emotk prepare` again.")
+        self.masks = [np.ones(1, bool) for _ in sample_ids]
+        self.shape = shapes.pop() if shapes else ()
+
+    def take(self, s: int, frames: np.ndarray) -> tuple[torch.Tensor, np.ndarray]:
+        return self.images[s], np.ones(len(frames), bool)
+
+
 @dataclass
 class Labels:
     frame: list[np.ndarray | None]  # per sample [T, L] float32 (NaN = no label), frame tasks
@@ -151,6 +186,8 @@ def make_sources(ws: Workspace, dataset: str, inputs: dict[str, str], sample_ids
             sources[stream] = FrameSource(ws, dataset, spec, sample_ids)
         elif stream == "crops":
             sources[stream] = CropSource(ws, dataset, rows, int(image_size or spec or 112))
+        elif stream == "image":
+            sources[stream] = ImageSource(ws, dataset, sample_ids)
         else:
             raise EmotkError(f"unknown input stream {stream!r}; this emotk reads {', '.join(STREAMS)}.")
     return sources, rows

@@ -11,7 +11,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from emotk import distributed as ddp
-from emotk.datasets import get_dataset
+from emotk.datasets.base import Task
 from emotk.errors import RunError
 from emotk.splits import read_split
 from emotk.train.data import collate
@@ -28,7 +28,8 @@ def load_run(run: str | Path) -> tuple[Resolved, dict]:
     try:
         saved = json.loads(cfg_path.read_text())
         cfg = TrainConfig(**{k: saved[k] for k in TrainConfig.__dataclass_fields__ if k in saved})
-        resolved = Resolved(cfg, get_dataset(cfg.dataset).task, saved["protocol_resolved"], saved["inputs"],
+        task = Task(**{**saved["task"], "targets": tuple(saved["task"]["targets"])})
+        resolved = Resolved(cfg, task, saved["protocol_resolved"], saved["inputs"],
                             saved["fingerprints"], saved["identity"], saved["config_hash"], run)
     except (ValueError, KeyError, TypeError) as exc:
         raise RunError(f"{cfg_path} is not a config.json written by this emotk ({type(exc).__name__}: {exc}); "

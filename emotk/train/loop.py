@@ -159,8 +159,8 @@ def resolve_inputs(ws: Workspace, cfg: TrainConfig, proto: dict) -> dict[str, st
     """The streams a run reads: the request's, else the protocol's input kind (frames: the only cache)."""
     if cfg.inputs:
         return dict(cfg.inputs)
-    if proto["input"] == "crops":
-        return {"crops": ""}
+    if proto["input"] in ("crops", "image"):
+        return {proto["input"]: ""}
     folder = ws.features_dir(cfg.dataset)
     names = sorted({p.stem for p in folder.glob("*.h5")} | {p.name[:-6] for p in folder.glob("*.parts")}) if folder.is_dir() else []
     if len(names) == 1:
@@ -176,12 +176,26 @@ def _precision(cfg: TrainConfig) -> str:
     return "amp-fp16" if cfg.amp and device.type == "cuda" else "fp32"
 
 
+def dataset_task(ws: Workspace, dataset: str) -> Task:
+    """The task a prepared dataset was prepared for (``dataset.json``: options such as CK+'s class count
+    can change it), else the dataset's registered task."""
+    spec_task = get_dataset(dataset).task
+    path = ws.info_path(dataset)
+    if not path.exists():
+        return spec_task
+    try:
+        saved = json.loads(path.read_text()).get("task")
+        return Task(**{**saved, "targets": tuple(saved["targets"])}) if saved else spec_task
+    except (ValueError, TypeError, KeyError) as exc:
+        raise RunError(f"{path}: its 'task' entry is unreadable ({exc}); run `emotk prepare {dataset}` again.") from None
+
+
 def resolve(ws: Workspace, cfg: TrainConfig) -> Resolved:
-    task = get_dataset(cfg.dataset).task
+    task = dataset_task(ws, cfg.dataset)
     model_info(cfg.model)  # unknown model: a clear error now
     overrides = dict(cfg.overrides)
     if cfg.inputs:  # an explicit input decides the protocol's input kind
-        overrides["input"] = "crops" if "crops" in cfg.inputs else "frames"
+        overrides["input"] = next((k for k in ("crops", "image") if k in cfg.inputs), "frames")
     proto = protocols.resolve(cfg.protocol, cfg.dataset, overrides)
     inputs = resolve_inputs(ws, cfg, proto)
     prints = {
@@ -337,13 +351,15 @@ def build_model(run: Resolved, shapes: dict[str, tuple]) -> tuple[torch.nn.Modul
     if missing:
         raise RunError(f"model {cfg.model!r} reads the stream(s) {missing}, which this run lacks; "
                        f"give them with --input (e.g. --input frames=NAME after `emotk extract`).")
-    net = build(cfg.model, cfg.size, cfg.dataset, in_dim=shapes[streams[0]][-1], out_dim=run.task.out_dim,
-                head=run.task.head, **cfg.model_options)
+    shape = shapes[streams[0]]
+    dims = {"in_channels": shape[0], "image_size": shape[-1]} if streams[0] in PIXEL_STREAMS else {"in_dim": shape[-1]}
+    net = build(cfg.model, cfg.size, cfg.dataset, out_dim=run.task.out_dim, head=run.task.head, **dims, **cfg.model_options)
     return net, streams
 
 
-def _macs(model, shape: tuple, seq_len: int) -> int | None:
-    """True MACs of one forward pass at the paper's sequence length (for the report's MACs column)."""
+def _macs(model, shape: tuple, seq_len: int | None) -> int | None:
+    """True MACs of one forward pass at the paper's sequence length (for the report's MACs column);
+    ``seq_len`` None: one item of ``shape`` (an image)."""
     from emotk.models.counting import count_macs
 
     try:
@@ -651,7 +667,7 @@ def _train(ws: Workspace, run: Resolved, mode: str, info: ddp.DistInfo, progress
         "protocol": parts.description, "reported_part": parts.report_name, "metric": primary, "task": asdict(task),
         "inputs": run.inputs, "fingerprints": run.fingerprints, "seq_len": run.seq_len, "streams": list(streams),
         "params": sum(p.numel() for p in model.parameters()),
-        "macs": _macs(model, in_shape, macs_len), "macs_seq_len": macs_len,
+        "macs": _macs(model, in_shape, None if streams[0] == "image" else macs_len), "macs_seq_len": macs_len,
         "preset": None if preset is None else {"size": preset.size, "dataset": preset.dataset, "config": preset.config},
         "n_train_samples": len(parts.train), "n_select_samples": len(parts.select or []),
         "n_report_samples": len(parts.report), "n_train_windows": len(train_set),
@@ -672,14 +688,18 @@ def _train(ws: Workspace, run: Resolved, mode: str, info: ddp.DistInfo, progress
     eval_batch = 64
     classify = task.kind.endswith("classification")
 
-    def evaluate(ds) -> float:
-        report, _ = score(task, ds, *predict_sharded(model, ds, eval_batch, device, streams, amp, info, cfg.num_workers,
-                                                     classify=classify))
-        value = ddp.broadcast_object(report[primary])
-        if value is None or not math.isfinite(value):
-            raise RunError(f"the {primary} on the selection part is {value} at epoch {len(history) + 1}: the model or "
-                           "its inputs are broken (non-finite features?). The run is not marked finished.")
-        return value
+    def evaluate(ds, loss_fn, loss_opts) -> tuple[float, float]:
+        """(task metric, loss) on ``ds``."""
+        outs, ys, valids = predict_sharded(model, ds, eval_batch, device, streams, amp, info, cfg.num_workers,
+                                           classify=classify)
+        report, _ = score(task, ds, outs, ys, valids)
+        with torch.no_grad():
+            loss = float(loss_fn(torch.cat(outs), torch.cat(ys), torch.cat(valids), **loss_opts))
+        value, loss = ddp.broadcast_object((report[primary], loss))
+        if value is None or not math.isfinite(value) or not math.isfinite(loss):
+            raise RunError(f"the {primary} on the selection part is {value} (loss {loss}) at epoch {len(history) + 1}: "
+                           "the model or its inputs are broken (non-finite features?). The run is not marked finished.")
+        return value, loss
 
     selected = None  # weights the next stage starts from (the previous stage's selection)
     if start_stage > 0:
@@ -709,7 +729,10 @@ def _train(ws: Workspace, run: Resolved, mode: str, info: ddp.DistInfo, progress
         scaler = torch.amp.GradScaler("cuda", enabled=amp)
         loss_fn = LOSSES[task.kind]
         loss_opts = check_loss_options(loss_fn, stage["loss"], f"stage {stage['name']!r}")
-        best, best_epoch, bad, best_state, start_epoch = (-math.inf if higher else math.inf), -1, 0, None, 0
+        es = stage["early_stopping"]
+        on_loss = es is not None and es["monitor"] == "loss"  # select and stop on the selection part's loss
+        up = higher and not on_loss
+        best, best_epoch, bad, best_state, start_epoch = (-math.inf if up else math.inf), -1, 0, None, 0
         if resuming:
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
@@ -765,21 +788,21 @@ def _train(ws: Workspace, run: Resolved, mode: str, info: ddp.DistInfo, progress
                 bar.set_postfix(loss=f"{total / max(n, 1):.4f}")
             lr = optimizer.param_groups[0]["lr"]
             row = {"epoch": len(history) + 1, "stage": stage["name"], "stage_epoch": epoch + 1,
-                   "train_loss": total / max(n, 1), f"val_{primary}": None, "lr": lr}
+                   "train_loss": total / max(n, 1), "val_loss": None, f"val_{primary}": None, "lr": lr}
             improved = False
             if select_set is not None:
-                value = evaluate(select_set)
-                row[f"val_{primary}"] = value
-                es = stage["early_stopping"]
+                metric_value, row["val_loss"] = evaluate(select_set, loss_fn, loss_opts)
+                row[f"val_{primary}"] = metric_value
+                value = row["val_loss"] if on_loss else metric_value
                 delta = es["min_delta"] if es else 0.0
-                improved = value > best + delta if higher else value < best - delta
+                improved = value > best + delta if up else value < best - delta
                 if improved:
                     best, best_epoch, bad = value, len(history) + 1, 0
                     best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
                 else:
                     bad += 1
                 if plateau is not None:
-                    plateau.step(value)
+                    plateau.step(metric_value)
                 stopped = es is not None and bad >= es["patience"]
             history.append(row)
             rngs = ddp.gather_objects(_rng_state())
@@ -800,7 +823,7 @@ def _train(ws: Workspace, run: Resolved, mode: str, info: ddp.DistInfo, progress
                 shown = "" if row[f"val_{primary}"] is None else f"  select {primary} {row[f'val_{primary}']:.4f}"
                 tqdm.write(f"{stage['name']} epoch {epoch + 1}: train loss {row['train_loss']:.4f}{shown}"
                            + ("  (early stop)" if stopped else ""))
-        restore = parts.select is not None and (stage["early_stopping"] is None or stage["early_stopping"]["restore_best"])
+        restore = parts.select is not None and (es is None or es["restore_best"])
         if restore and best_state is not None:
             model.load_state_dict(best_state)
         selected = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}

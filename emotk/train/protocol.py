@@ -4,8 +4,8 @@ A protocol is a YAML file (shipped ones in ``emotk/protocols/``, named by their 
 user passes). Top-level keys:
 
 ``name``, ``description``
-``input``          ``frames`` (a cached feature stream) or ``crops`` (face crops through a frame
-                   encoder trained with the model, end to end)
+``input``          ``frames`` (a cached feature stream), ``crops`` (face crops through a frame
+                   encoder trained with the model, end to end) or ``image`` (an image store)
 ``encoder``        for ``input: crops``: ``name`` (torchvision model), ``weights`` (imagenet | none |
                    PATH), ``image_size``, ``channels_last`` (CUDA), ``checkpointing`` (activation
                    checkpointing of the encoder)
@@ -21,7 +21,8 @@ user passes). Top-level keys:
                    plateau, ``per`` epoch | step, ``eta_min`` / ``eta_min_factor``, ``t0`` / ``t0_epochs``,
                    ``t_mult``, ``step_size``, ``gamma``, ``factor``, ``patience``, ``warmup_steps`` /
                    ``warmup_epochs``), ``early_stopping`` (``patience``, ``min_delta``,
-                   ``restore_best``), ``freeze`` (module-name prefixes: no gradient, kept in eval
+                   ``restore_best``, ``monitor``: the task ``metric`` or the ``loss`` on the
+                   selection part), ``freeze`` (module-name prefixes: no gradient, kept in eval
                    mode), ``augment`` (a list of ``{name: …, options}`` device augmentations) and
                    ``loss`` (options of the task's loss). A stage starts from the previous stage's
                    selected weights, with a fresh optimizer.
@@ -57,7 +58,7 @@ _OPT = object()  # marks an optional key without default (absent unless given)
 # key → (accepted types or a tuple of choices wrapped in a set, default); REQUIRED has no default
 REQUIRED = object()
 TOP = {
-    "name": (str, None), "description": (str, ""), "input": ({"frames", "crops"}, "frames"),
+    "name": (str, None), "description": (str, ""), "input": ({"frames", "crops", "image"}, "frames"),
     "encoder": (dict, None), "seq_len": ((int, type(None)), None), "frame_stride": (int, 1),
     "select_on": ({"val", "heldout", "last"}, "val"), "val_fraction": (_NUM, 0.1),
     "stages": (list, REQUIRED), "datasets": (dict, {}),
@@ -77,7 +78,8 @@ SCHEDULE = {
     "t_mult": (int, 1), "step_size": (int, _OPT), "gamma": (_NUM, 0.1), "factor": (_NUM, 0.1),
     "patience": (int, 10), "warmup_steps": (int, 0), "warmup_epochs": (_NUM, 0),
 }
-EARLY = {"patience": (int, REQUIRED), "min_delta": (_NUM, 0.0), "restore_best": (bool, True)}
+EARLY = {"patience": (int, REQUIRED), "min_delta": (_NUM, 0.0), "restore_best": (bool, True),
+         "monitor": ({"metric", "loss"}, "metric")}
 GROUP = {"lr": (_NUM, _OPT), "lr_scale": (_NUM, _OPT), "weight_decay": (_NUM, _OPT)}
 
 
