@@ -327,6 +327,12 @@ def unweighted_accuracy(y_true, y_pred) -> float:
     return float(np.mean([np.mean(p[t == c] == c) for c in classes]))
 
 
+def recall_per_class(y_true, y_pred) -> dict[int, float]:
+    """Recall of every class present in ``y_true``: the share of its samples predicted as it."""
+    t, p = _class_pair(y_true, y_pred)
+    return {int(c): float(np.mean(p[t == c] == c)) for c in np.unique(t)}
+
+
 wa = weighted_accuracy
 ua = unweighted_accuracy
 
@@ -509,7 +515,8 @@ def regression_report(y_true, y_pred, names: Sequence[str] = ("valence", "arousa
 
 def classification_report(y_true, y_pred, num_classes: int | None = None) -> dict[str, float]:
     """Single-label metrics: ``acc``, ``wa`` (= acc), ``ua`` (mean per-class recall), ``f1_macro``,
-    ``f1_weighted``; plus ``auc`` (one-vs-rest macro AUC-ROC) when ``y_pred`` is ``[N, K]`` scores.
+    ``f1_weighted``, ``recall_<k>`` for every class k present in the targets; plus ``auc``
+    (one-vs-rest macro AUC-ROC) when ``y_pred`` is ``[N, K]`` scores.
 
     ``y_pred`` is ``[N]`` predicted labels or ``[N, K]`` logits/probabilities. ``num_classes``, if
     given, is checked against the labels; F1 averages over the classes seen in targets or predictions
@@ -527,6 +534,7 @@ def classification_report(y_true, y_pred, num_classes: int | None = None) -> dic
         "ua": unweighted_accuracy(t, p),
         "f1_macro": f1_macro(t, p),
         "f1_weighted": f1_weighted(t, p),
+        **{f"recall_{c}": r for c, r in recall_per_class(t, p).items()},
     }
     scores = _np(y_pred)
     if scores.ndim == 2 and scores.shape[1] > 1 and t.min() >= 0 and t.max() < scores.shape[1]:
@@ -630,6 +638,7 @@ METRICS: dict[str, MetricSpec] = {
         MetricSpec("wa", weighted_accuracy, True,
                    "WA = overall accuracy (some papers use 'WA' for class-balanced accuracy)"),
         MetricSpec("ua", unweighted_accuracy, True, "UA = mean per-class recall (balanced accuracy)"),
+        MetricSpec("recall", unweighted_accuracy, True, "Per-class recall (recall_<k>: class k); mean = UA"),
         MetricSpec("f1_macro", f1_macro, True, "Macro F1 over classes (multi-label: over labels, threshold 0.5)"),
         MetricSpec("f1_weighted", f1_weighted, True, "Support-weighted F1 (multi-label: threshold 0.5)"),
         MetricSpec("f1_micro", lambda t, p: multilabel_f1(t, p, average="micro"), True,

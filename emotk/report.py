@@ -481,3 +481,45 @@ def plot_curves(run_dirs: Sequence[str | Path], out_dir: str | Path) -> list[Pat
     if not written:
         raise RunError("no training curves plotted: " + ("; ".join(problems) or "no run directories given"))
     return written
+
+
+# --------------------------------------------------------------------------------------- confusion matrices
+
+
+def write_confusion(run_dir: str | Path, true, pred, names: Sequence[str]) -> tuple[Path, Path]:
+    """``confusion.csv`` (counts, rows = true class, columns = predicted) and ``confusion.png`` (rows
+    normalised to recall, counts printed in every cell) in ``run_dir``; both written atomically."""
+    import numpy as np
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from emotk.metrics import confusion_matrix
+
+    run_dir = Path(run_dir)
+    k = len(names)
+    counts = confusion_matrix(np.asarray(true), np.asarray(pred), num_classes=k)
+    table = pl.DataFrame({"true": list(names), **{str(n): counts[:, j].tolist() for j, n in enumerate(names)}})
+    csv_path, png_path = run_dir / "confusion.csv", run_dir / "confusion.png"
+    with atomic_path(csv_path, ".csv") as tmp:
+        table.write_csv(tmp)
+    rows = counts.sum(1, keepdims=True)
+    share = np.divide(counts, rows, out=np.zeros(counts.shape, float), where=rows > 0)
+    side = 1.2 + 0.55 * k
+    fig = Figure(figsize=(side + 1.2, side), dpi=110)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    im = ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
+    for i in range(k):
+        for j in range(k):
+            ax.text(j, i, f"{counts[i, j]}\n{share[i, j]:.0%}", ha="center", va="center", fontsize=7,
+                    color="white" if share[i, j] > 0.55 else "black")
+    ax.set_xticks(range(k), labels=list(names), rotation=45, ha="right", fontsize=8)
+    ax.set_yticks(range(k), labels=list(names), fontsize=8)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(f"{run_dir.parent.parent.parent.name} · {run_dir.name} (row share = recall)", fontsize=8)
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    fig.tight_layout()
+    with atomic_path(png_path, ".png") as tmp:
+        fig.savefig(tmp, format="png")
+    return csv_path, png_path

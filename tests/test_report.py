@@ -150,7 +150,7 @@ def test_render_formats(runs: Path):
     assert r"0.5250 $\pm$ 0.0597" in tex and r"0.4200 $\pm$ --" in tex
     assert r"va-pooled" in tex and r"\end{tabular}" in tex
     body = [line for line in tex.splitlines() if line.endswith(r"\\")]
-    assert len(body) == 3 and all(line.count(" & ") == 7 for line in body)
+    assert len(body) == 3 and all(line.count(" & ") == 8 for line in body)  # 9 columns, Selection included
 
     with pytest.raises(EmotkError, match="unknown table format"):
         render(s, "ccc", "html")
@@ -187,3 +187,38 @@ def test_plot_curves_skips_run_without_history(runs: Path, tmp_path: Path):
     assert len(paths) == 1
     with pytest.warns(UserWarning), pytest.raises(RunError, match="no training curves"):
         plot_curves([bad], tmp_path / "plots2")
+
+
+def test_one_row_per_configuration_with_what_differs(tmp_path: Path):
+    """Runs of one model that differ in configuration hash are never averaged; the row says what differs."""
+    root = tmp_path / "runs"
+    for cfg_hash, lr, values in (("aaaa1111", 1e-3, (0.5, 0.7)), ("bbbb2222", 5e-2, (0.1, 0.2))):
+        for seed, v in enumerate(values):
+            run = make_run(root / cfg_hash, seed=seed, metrics={"ccc": v})
+            config = json.loads((run / "config.json").read_text())
+            config.update(config_hash=cfg_hash, select_on="heldout" if cfg_hash == "bbbb2222" else "val",
+                          identity={"model": "nactcn", "protocol": {"stages": [{"optimizer": {"lr": lr}}]}})
+            (run / "config.json").write_text(json.dumps(config))
+    s = summarize(collect([root]), "ccc")
+    assert s.height == 2
+    a = s.filter(pl.col("config") == "aaaa1111").row(0, named=True)
+    b = s.filter(pl.col("config") == "bbbb2222").row(0, named=True)
+    assert a["mean"] == pytest.approx(0.6) and b["mean"] == pytest.approx(0.15)
+    assert a["differs"] == "stages.0.optimizer.lr=0.001" and b["differs"] == "stages.0.optimizer.lr=0.05"
+    md = render(s, "ccc", "md")
+    assert "heldout (optimistic)" in md and "bbbb2222: stages.0.optimizer.lr=0.05" in md
+    assert "heldout = epoch selected on the reported part itself" in md
+
+
+def test_confusion_matrix_files(tmp_path: Path):
+    from emotk.report import write_confusion
+
+    true = [0, 0, 0, 1, 1, 2]
+    pred = [0, 0, 1, 1, 1, 0]
+    csv_path, png = write_confusion(tmp_path, true, pred, ["angry", "happy", "sad"])
+    rows = list(csv.DictReader(io.StringIO(csv_path.read_text())))
+    # hand count: true angry → 2 angry, 1 happy; true happy → 2 happy; true sad → 1 angry
+    assert rows == [{"true": "angry", "angry": "2", "happy": "1", "sad": "0"},
+                    {"true": "happy", "angry": "0", "happy": "2", "sad": "0"},
+                    {"true": "sad", "angry": "1", "happy": "0", "sad": "0"}]
+    assert png.read_bytes()[:8] == PNG_MAGIC

@@ -60,6 +60,7 @@ from emotk.atomic import atomic_path, file_sha256, write_json, write_parquet
 from emotk.datasets import get_dataset
 from emotk.datasets.base import Task
 from emotk.locks import output_lock
+from emotk.report import write_confusion
 from emotk.errors import EmotkError, RunError, SplitError
 from emotk.models import build, find_preset, model_info
 from emotk.splits import check, read_split
@@ -553,6 +554,18 @@ def score(task: Task, dataset: WindowDataset, outs, ys, valids) -> tuple[dict, p
     raise RunError(f"no scorer for task kind {task.kind!r}")
 
 
+def class_names(ws: Workspace, dataset: str, task: Task) -> list[str]:
+    """Names of the task's classes: the manifest's ``label_name`` per class id where it has one, else the ids."""
+    names = [str(k) for k in range(task.n_classes)]
+    manifest = ws.read_manifest(dataset)
+    label = task.targets[0]
+    if "label_name" in manifest.columns and label in manifest.columns:
+        for k, name in manifest.select(label, "label_name").unique().drop_nulls().iter_rows():
+            if 0 <= int(k) < len(names):
+                names[int(k)] = str(name)
+    return names
+
+
 def make_dataset(ws: Workspace, run: Resolved, ids: list[str], what: str) -> WindowDataset:
     image_size = run.protocol["encoder"]["image_size"] if "crops" in run.inputs else None
     sources, rows = make_sources(ws, run.cfg.dataset, run.inputs, ids, what, image_size)
@@ -841,6 +854,8 @@ def _train(ws: Workspace, run: Resolved, mode: str, info: ddp.DistInfo, progress
               "reported_part": parts.report_name, "metrics": report, "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
     if info.is_main:
         write_parquet(out_dir / "predictions.parquet", table)
+        if task.kind.endswith("classification"):
+            write_confusion(out_dir, table["true"].to_numpy(), table["pred"].to_numpy(), class_names(ws, cfg.dataset, task))
         write_json(metrics_path, result)
     ddp.barrier()  # every rank leaves after rank 0 has written the run's files
     return result
