@@ -391,3 +391,25 @@ def test_report_lists_what_it_skipped(ws, tmp_path):
     assert "skipped 1 run folder(s)" in proc.stderr and "official-seed2" in proc.stderr and "unfinished" in proc.stderr
     proc = emotk("report", str(runs), "--metric", "ccc_valence", workspace=ws.root)
     assert "skipped 1" in proc.stderr
+
+
+def test_end_to_end_checkpointing_gives_the_same_gradients():
+    """Activation checkpointing of the encoder recomputes, it does not change the gradients."""
+    import copy
+
+    from emotk.models import build
+    from emotk.models.e2e import EndToEnd
+
+    torch.manual_seed(0)
+    encoder = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, stride=2), torch.nn.BatchNorm2d(8), torch.nn.ReLU(),
+                                  torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
+    plain = EndToEnd(encoder, build("gru", in_dim=8, out_dim=2, head="frame_tanh", hidden=8, layers=1))
+    ckpt = copy.deepcopy(plain)
+    ckpt.checkpointing = True
+    x = torch.rand(2, 5, 3, 16, 16)
+    grads = []
+    for net in (plain, ckpt):
+        net.train()
+        net(x).square().sum().backward()
+        grads.append({n: p.grad.clone() for n, p in net.named_parameters()})
+    assert all(torch.allclose(grads[0][n], grads[1][n], atol=1e-6) for n in grads[0])

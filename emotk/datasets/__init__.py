@@ -11,7 +11,7 @@ import numpy as np
 import polars as pl
 
 from emotk import __version__
-from emotk.atomic import atomic_path, write_json, write_parquet
+from emotk.atomic import write_hdf5, write_json, write_parquet
 from emotk.datasets.base import (
     DATASETS,
     SAMPLE_ID_PATTERN,
@@ -90,12 +90,14 @@ def prepare_dataset(ws: Workspace, name: str, raw_root: str | Path, **options) -
 
 
 def write_frame_labels(path: Path, labels: dict[str, np.ndarray], names: tuple[str, ...]) -> None:
-    with atomic_path(path, ".h5") as tmp:
-        with h5py.File(tmp, "w") as f:
-            f.attrs["label_names"] = list(names)
-            f.attrs["emotk_version"] = __version__
-            for sid, arr in labels.items():
-                f.create_dataset(sid, data=np.asarray(arr, dtype=np.float32))
+    """labels.h5, built in memory and written atomically (a full disk is a DiskFullError, never an HDF5 crash)."""
+    def fill(f: h5py.File) -> None:
+        f.attrs["label_names"] = list(names)
+        f.attrs["emotk_version"] = __version__
+        for sid, arr in labels.items():
+            f.create_dataset(sid, data=np.asarray(arr, dtype=np.float32))
+
+    write_hdf5(path, fill, what="the frame labels")
 
 
 def check_sample_ids(prepared: Prepared, title: str) -> None:
