@@ -32,6 +32,9 @@ _MODULES = [
     "emotk.datasets.affwild2",
     "emotk.datasets.emoreact",
     "emotk.datasets.afewva",
+    "emotk.datasets.fer2013",
+    "emotk.datasets.ckplus",
+    "emotk.datasets.jaffe",
 ]
 
 __all__ = ["DATASETS", "DatasetSpec", "Prepared", "Task", "failure", "register_dataset", "get_dataset", "prepare_dataset",
