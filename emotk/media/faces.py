@@ -4,9 +4,12 @@ Detectors
     ``get_detector(name)`` returns an object with ``detect(rgb) -> float32 [N, 5]`` rows
     ``(x0, y0, x1, y1, score)`` in pixels. Registered here:
 
-    - ``haar`` (default): OpenCV's Haar frontal-face cascade, shipped inside opencv-python-headless 4.x
+    - ``mtcnn`` (default): emotk's PyTorch MTCNN (:mod:`emotk.media.mtcnn`) with facenet-pytorch's MIT
+      weights shipped as package data; rows carry five landmarks after the score (``[N, 15]``).
+    - ``mtcnn_mesm``: the same detector with facenet-pytorch's ``extract_face`` crop (48 px, margin 2 px),
+      the crops MESM's reference code trains on.
+    - ``haar``: OpenCV's Haar frontal-face cascade, shipped inside opencv-python-headless 4.x
       (Apache-2.0 library, BSD-style Intel licence on the cascade file; no download, no torch).
-      See docs/faces.md for why it is the default.
     - ``center``: the central square of the frame, for videos that are already face crops.
     - ``landmarks``: not an image detector; boxes come from a dataset's facial landmarks (AFEW-VA).
 
@@ -51,7 +54,7 @@ from emotk import __version__
 from emotk.media.video import MediaError, VideoStream
 from emotk.registry import Registry
 
-DEFAULT_DETECTOR = "haar"
+DEFAULT_DETECTOR = "mtcnn"
 DEFAULT_FACE_SIZE = 112
 DEFAULT_EVERY = 5
 DEFAULT_MAX_CARRY = 10
@@ -76,16 +79,17 @@ class DetectorInfo:
     description: str
     licence: str
     requires: str = ""  # pip package(s) it needs beyond emotk's own
+    weights: str = ""  # where its model file(s) come from
 
 
 DETECTORS: Registry = Registry("face detector", "See docs/faces.md.", MediaError)
 
 
-def register_detector(name: str, *, description: str, licence: str, requires: str = ""):
+def register_detector(name: str, *, description: str, licence: str, requires: str = "", weights: str = ""):
     """Decorator: register a detector class or factory under ``name`` (``--detector NAME``)."""
 
     def deco(factory):
-        DETECTORS.register(name, DetectorInfo(name, factory, description, licence, requires))
+        DETECTORS.register(name, DetectorInfo(name, factory, description, licence, requires, weights))
         return factory
 
     return deco
@@ -107,11 +111,86 @@ def get_detector(name: str, **options):
     return DETECTORS[name].factory(**options)
 
 
+def to_rgb8(image) -> np.ndarray:
+    """``image`` as a C-contiguous H×W×3 uint8 RGB array.
+
+    Grey (H×W or H×W×1) is repeated to three channels; RGBA drops its alpha; uint16 maps 0–65535 to
+    0–255 (÷257, rounded); floats are taken as 0–255 values (facenet-pytorch's and MESM's convention)
+    and clipped; booleans become 0/255. Anything else is a :class:`MediaError`.
+    """
+    a = np.asarray(image)
+    if a.ndim == 3 and a.shape[2] == 1:
+        a = a[..., 0]
+    if a.ndim == 2:
+        a = np.repeat(a[..., None], 3, axis=2)
+    if a.ndim != 3 or a.shape[2] not in (3, 4) or a.shape[0] < 1 or a.shape[1] < 1:
+        raise MediaError(f"a frame must be H x W (grey), H x W x 3 (RGB) or H x W x 4 (RGBA); got shape {a.shape}.")
+    a = a[..., :3]
+    if a.dtype == np.uint8:
+        return np.ascontiguousarray(a)
+    if a.dtype == np.uint16:
+        return np.ascontiguousarray(np.round(a.astype(np.float32) / 257.0).astype(np.uint8))
+    if a.dtype == np.bool_:
+        return np.ascontiguousarray(a.astype(np.uint8) * 255)
+    if np.issubdtype(a.dtype, np.floating) or np.issubdtype(a.dtype, np.integer):
+        f = a.astype(np.float64)
+        if not np.isfinite(f).all():
+            raise MediaError("a frame holds NaN or infinite pixel values.")
+        return np.ascontiguousarray(np.clip(np.round(f), 0, 255).astype(np.uint8))
+    raise MediaError(f"a frame of dtype {a.dtype} is not an image (expected uint8, uint16 or float).")
+
+
+def _mtcnn(**options):
+    from emotk.media.mtcnn import MTCNN
+
+    return MTCNN(**options)
+
+
+_MTCNN_WEIGHTS = ("facenet-pytorch 2.6.0 wheel's data/pnet.pt, rnet.pt, onet.pt (MIT, (c) 2019 Timothy Esler), "
+                  "shipped in emotk/media/weights/mtcnn/; or --detector-weights DIR")
+
+
+@register_detector(
+    "mtcnn",
+    description="MTCNN (Zhang et al. 2016): P-, R-, O-Net cascade with five landmarks; emotk's PyTorch code, "
+                "CUDA when present; min face 20 px, factor 0.709, thresholds 0.6/0.7/0.7",
+    licence="MIT (weights from facenet-pytorch); emotk's code: emotk's licence",
+    weights=_MTCNN_WEIGHTS,
+)
+def mtcnn_detector(**options):
+    """emotk's MTCNN (:class:`emotk.media.mtcnn.MTCNN`); options: min_face_size, factor, thresholds,
+    device, batch_size, weights_dir, and ``align=True`` (crops rotated so the eyes are level)."""
+    align = bool(options.pop("align", False))
+    det = _mtcnn(**options)
+    det.align = align
+    return det
+
+
+#: The crop MESM's reference code trains on: facenet-pytorch MTCNN(image_size=48, margin=2, post_process=False).
+MESM_CROP = {"crop": "facenet", "face_size": 48, "margin": 2.0}
+
+
+@register_detector(
+    "mtcnn_mesm",
+    description="MTCNN with facenet-pytorch's extract_face crop as MESM uses it: box + 2 px margin (output "
+                "pixels), no squaring, area-resized to 48x48, no post-processing",
+    licence="MIT (weights from facenet-pytorch); emotk's code: emotk's licence",
+    weights=_MTCNN_WEIGHTS,
+)
+def mtcnn_mesm_detector(**options):
+    """MTCNN whose crops are facenet-pytorch's ``extract_face`` crops (:data:`MESM_CROP`)."""
+    det = _mtcnn(**options)
+    det.name = "mtcnn_mesm"
+    det.crop, det.face_size, det.margin = MESM_CROP["crop"], MESM_CROP["face_size"], MESM_CROP["margin"]
+    return det
+
+
 @register_detector(
     "haar",
     description="OpenCV Haar cascade, frontal faces (haarcascade_frontalface_default.xml); CPU, offline",
     licence="Apache-2.0 (OpenCV >= 4.5); cascade file: Intel License Agreement (3-clause BSD-style)",
     requires="opencv-python-headless>=4.8,<5",
+    weights="haarcascade_frontalface_default.xml inside the opencv-python-headless 4.x wheel",
 )
 class HaarDetector:
     """OpenCV's frontal-face Haar cascade, run on a grey copy downscaled to at most ``max_side`` pixels.
@@ -146,7 +225,7 @@ class HaarDetector:
 
     def detect(self, image: np.ndarray) -> np.ndarray:
         cv2 = self._cv2
-        gray = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY) if image.ndim == 3 else image
+        gray = cv2.cvtColor(to_rgb8(image), cv2.COLOR_RGB2GRAY)
         h, w = gray.shape[:2]
         scale = min(1.0, self.max_side / max(h, w))
         if scale < 1.0:
@@ -240,6 +319,48 @@ def crop_region(box, margin: float = DEFAULT_MARGIN) -> tuple[int, int, int]:
     return int(round(cx - side / 2)), int(round(cy - side / 2)), side
 
 
+def _padded(image: np.ndarray, left: int, top: int, side: int) -> np.ndarray:
+    """The ``side``×``side`` region at (left, top) of ``image``, black where it leaves the image."""
+    h, w = image.shape[:2]
+    canvas = np.zeros((side, side, 3), np.uint8)
+    sx0, sy0, sx1, sy1 = max(left, 0), max(top, 0), min(left + side, w), min(top + side, h)
+    if sx1 > sx0 and sy1 > sy0:
+        canvas[sy0 - top:sy1 - top, sx0 - left:sx1 - left] = image[sy0:sy1, sx0:sx1, :3]
+    return canvas
+
+
+def eye_angle(points) -> float:
+    """Angle in degrees of the line from the left eye (point 0) to the right eye (point 1); 0 when level,
+    positive when the right eye (image right) is lower (image y grows downwards)."""
+    p = np.asarray(points, np.float64).reshape(-1, 2)
+    return float(np.degrees(np.arctan2(p[1, 1] - p[0, 1], p[1, 0] - p[0, 0])))
+
+
+def crop_aligned(image: np.ndarray, box, points, size: int, margin: float = DEFAULT_MARGIN) -> np.ndarray:
+    """Like :func:`crop_square` (same centre and side), but rotated about the box centre so the eyes are level.
+
+    A similarity transform (rotation + scale): the region around the box is cut with black padding,
+    area-resized to the output scale, then rotated by :func:`eye_angle` with bilinear interpolation.
+    """
+    import cv2
+
+    x0, y0, x1, y1 = (float(v) for v in box[:4])
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    side = crop_region(box, margin)[2]
+    half = int(np.ceil(side * 0.75))  # covers the square's corners after any rotation (√2/2 < 0.75)
+    region = _padded(image, int(round(cx)) - half, int(round(cy)) - half, 2 * half)
+    n = max(2, int(round(2 * half * size / side)))
+    interp = cv2.INTER_AREA if n < 2 * half else cv2.INTER_LINEAR
+    region = cv2.resize(region, (n, n), interpolation=interp)
+    # the box centre, in the resized region (sub-pixel: the region starts at a rounded centre)
+    c = ((cx - (int(round(cx)) - half)) * n / (2 * half), (cy - (int(round(cy)) - half)) * n / (2 * half))
+    m = cv2.getRotationMatrix2D(c, eye_angle(points), 1.0)
+    m[0, 2] += size / 2 - c[0]
+    m[1, 2] += size / 2 - c[1]
+    return cv2.warpAffine(region, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
+                          borderValue=(0, 0, 0))
+
+
 def box_problem(box, image_shape: tuple[int, ...], margin: float = DEFAULT_MARGIN) -> str | None:
     """Why ``box`` cannot give a face crop in an image of ``image_shape`` (None when it can).
 
@@ -320,9 +441,14 @@ def _ranges(indices: list[int]) -> list[list[int]]:
 class _FaceTrack:
     """One output sample: turns key-frame boxes into a box for every frame and writes the crops."""
 
-    def __init__(self, writer: _SampleWriter, *, side: str | None, max_carry: int, face_size: int, margin: float):
+    def __init__(self, writer: _SampleWriter, *, side: str | None, max_carry: int, face_size: int, margin: float,
+                 crop: str = "square", align: bool = False):
         self.writer, self.side = writer, side
         self.max_carry, self.face_size, self.margin = max_carry, face_size, margin
+        self.crop, self.align = crop, align
+        # box_problem's square-crop check: facenet crops have a margin in output pixels, not a fraction
+        self.check_margin = margin if crop == "square" else 0.0
+        self.landmarks: list[list] = []  # [key frame index, [[x, y] × 5]] for each face the detector found
         self.prev_key: tuple[int, np.ndarray | None] | None = None  # (index, box found there or None)
         self.last_box: np.ndarray | None = None
         self.last_found = -(10**9)
@@ -335,19 +461,30 @@ class _FaceTrack:
 
     def _emit(self, idx: int, frame: np.ndarray | None, box: np.ndarray | None) -> None:
         self.n_frames = max(self.n_frames, idx + 1)
-        problem = None if box is None or frame is None else box_problem(box, frame.shape, self.margin)
+        problem = None if box is None or frame is None else box_problem(box, frame.shape, self.check_margin)
         if problem is not None:
             self.rejected.append([idx, problem])
         if box is None or frame is None or problem is not None:
             self.no_face.append(idx)
         else:
-            self.writer.write(idx, crop_square(frame, box, self.face_size, self.margin))
+            self.writer.write(idx, self._crop(frame, box))
+
+    def _crop(self, frame: np.ndarray, box: np.ndarray) -> np.ndarray:
+        if self.crop == "facenet":
+            from emotk.media.mtcnn import crop_facenet
+
+            return crop_facenet(frame, box, self.face_size, self.margin)
+        if self.align and len(box) >= 8:
+            return crop_aligned(frame, box, box[4:8], self.face_size, self.margin)
+        return crop_square(frame, box, self.face_size, self.margin)
 
     def key(self, idx: int, frame: np.ndarray | None, box: np.ndarray | None,
             pending: list[tuple[int, np.ndarray | None]] = ()) -> None:
         """A key frame with its box (None: no face), after the non-key frames since the previous key."""
         prev_idx, prev_box = self.prev_key if self.prev_key else (None, None)
-        rejected = box is not None and frame is not None and box_problem(box, frame.shape, self.margin) is not None
+        rejected = box is not None and frame is not None and box_problem(box, frame.shape, self.check_margin) is not None
+        if box is not None and not rejected and len(box) >= 14:
+            self.landmarks.append([idx, np.round(np.asarray(box[4:14], np.float64), 2).reshape(5, 2).tolist()])
         usable = None if rejected else box  # a rejected box is neither interpolated towards nor carried
         for i, f in pending:
             if prev_box is not None and usable is not None:
@@ -386,11 +523,17 @@ def _plausible(dets: np.ndarray, min_rel: float = 0.4) -> np.ndarray:
 
 
 def select_faces(dets: np.ndarray, tracks: Mapping[str, _FaceTrack], width: float) -> dict[str, np.ndarray | None]:
-    """Pick one detection per track: by side (left-most / right-most) or by continuity / size."""
-    dets = _plausible(np.asarray(dets, np.float64).reshape(-1, 5))
+    """Pick one detection per track: by side (left-most / right-most) or by continuity / size.
+
+    A chosen face is its box ``[x0, y0, x1, y1]`` followed by the detector's landmark columns, if any
+    (the score is dropped), so landmarks are interpolated and carried with the box.
+    """
+    dets = np.asarray(dets, np.float64)
+    dets = _plausible(dets.reshape(-1, dets.shape[-1] if dets.ndim == 2 and dets.shape[-1] >= 5 else 5))
     out: dict[str, np.ndarray | None] = {sid: None for sid in tracks}
     if not len(dets):
         return out
+    dets = np.concatenate([dets[:, :4], dets[:, 5:]], axis=1)  # score dropped; landmarks kept
     cx = (dets[:, 0] + dets[:, 2]) / 2
     sided = {sid: t for sid, t in tracks.items() if t.side in ("left", "right")}
     if len(dets) == 1 and len(sided) > 1:
@@ -403,20 +546,20 @@ def select_faces(dets: np.ndarray, tracks: Mapping[str, _FaceTrack], width: floa
             want = "left" if cx[0] < width / 2 else "right"
             owner = next((sid for sid, t in sided.items() if t.side == want), None)
         if owner is not None:
-            out[owner] = dets[0, :4]
+            out[owner] = dets[0]
     else:
         for sid, t in sided.items():
-            out[sid] = dets[int(np.argmin(cx) if t.side == "left" else np.argmax(cx)), :4]
+            out[sid] = dets[int(np.argmin(cx) if t.side == "left" else np.argmax(cx))]
     for sid, t in tracks.items():
         if sid in sided:
             continue
         if t.last_box is not None:
             ious = [_iou(d, t.last_box) for d in dets]
             if max(ious) > 0.05:
-                out[sid] = dets[int(np.argmax(ious)), :4]
+                out[sid] = dets[int(np.argmax(ious))]
                 continue
         areas = (dets[:, 2] - dets[:, 0]) * (dets[:, 3] - dets[:, 1])
-        out[sid] = dets[int(np.argmax(areas)), :4]
+        out[sid] = dets[int(np.argmax(areas))]
     return out
 
 
@@ -436,6 +579,7 @@ class CropResult:
     reused: bool = False
     no_face_ranges: list = field(default_factory=list)
     rejected_boxes: list = field(default_factory=list)  # [[frame index, why the box gives no face crop], ...]
+    landmarks: list = field(default_factory=list)  # [[key frame index, [[x, y] × 5]], ...] (detectors with landmarks)
 
     @property
     def ok(self) -> bool:
@@ -446,10 +590,20 @@ class CropResult:
         return self.ok and self.no_face_frames < self.n_frames
 
 
-def _options(detector: str, face_size: int, every: int, max_carry: int, margin: float, side: str | None) -> dict:
-    return {"detector": detector, "face_size": int(face_size), "every": int(every), "max_carry": int(max_carry),
+def _options(detector: str, face_size: int, every: int, max_carry: int, margin: float, side: str | None,
+             det: object = None) -> dict:
+    opts = {"detector": detector, "face_size": int(face_size), "every": int(every), "max_carry": int(max_carry),
             "margin": float(margin), "side": side,
             "box_rules": {"min_face_side": MIN_FACE_SIDE, "min_inside_fraction": MIN_INSIDE_FRACTION}}
+    # keys added only when they matter, so crops made before they existed stay reusable
+    crop = getattr(det, "crop", "square")
+    if crop != "square":
+        opts["crop"] = crop
+    if getattr(det, "align", False):
+        opts["align"] = True
+    if callable(getattr(det, "options", None)):
+        opts["detector_options"] = det.options()
+    return opts
 
 
 def _source(path: Path) -> dict:
@@ -472,7 +626,8 @@ def _reuse(faces_dir: Path, sid: str, options: dict, source: dict) -> CropResult
         return CropResult(sample_id=sid, media=f"faces/{sid}", n_frames=int(r["n_frames"]), fps=float(r["fps"]),
                           decoder=r["decoder"], n_frames_reported=int(r["n_frames_reported"]),
                           no_face_frames=int(r["no_face_frames"]), decode_note=r.get("decode_note"), reused=True,
-                          no_face_ranges=r.get("no_face_ranges", []), rejected_boxes=r.get("rejected_boxes", []))
+                          no_face_ranges=r.get("no_face_ranges", []), rejected_boxes=r.get("rejected_boxes", []),
+                          landmarks=r.get("landmarks", []))
     except (KeyError, TypeError, ValueError):
         return None
 
@@ -498,6 +653,7 @@ def crop_video(
     decoder: str = "auto",
     jpeg_quality: int = 95,
     reuse: bool = True,
+    align: bool = False,
 ) -> dict[str, CropResult]:
     """Crop faces from one video into ``<faces_dir>/<sample_id>/NNNNN.jpg`` for each target.
 
@@ -505,6 +661,12 @@ def crop_video(
     (two-person videos: one decode serves both), or a single sample id.
     Never raises for a bad video: the result's ``error`` says why (MediaError message). Disk errors
     (OSError) do propagate. See the module docstring for the detection / carry / no-face policy.
+
+    A detector instance may set ``margin``, ``face_size`` and ``crop`` (``"square"`` or ``"facenet"``)
+    attributes, which take the place of the arguments (``mtcnn_mesm`` does); ``align=True`` (or the
+    detector's ``align`` attribute) rotates each square crop so the eyes are level, which needs a
+    detector with landmarks. A detector with ``detect_batch`` and ``batch_size`` > 1 gets that many key
+    frames at once (MTCNN on CUDA); the boxes are then used in frame order exactly as one by one.
     """
     video = Path(video)
     faces_dir = Path(faces_dir)
@@ -518,6 +680,19 @@ def crop_video(
     det = get_detector(detector) if isinstance(detector, str) else detector
     det_name = detector if isinstance(detector, str) else getattr(det, "name", type(det).__name__)
     margin = float(getattr(det, "margin", margin))
+    face_size = int(getattr(det, "face_size", face_size))
+    crop = getattr(det, "crop", "square")
+    align = bool(align or getattr(det, "align", False))
+    if align:
+        if crop != "square":
+            raise ValueError(f"align applies to square crops, not to the {crop!r} crop of detector {det_name!r}")
+        if not getattr(det, "has_landmarks", False):
+            raise MediaError(f"--align needs a detector that finds landmarks (mtcnn); {det_name!r} does not.")
+        if not getattr(det, "align", False):
+            try:
+                det.align = True  # recorded in crop.json's options
+            except AttributeError:
+                raise MediaError(f"detector {det_name!r} cannot record the align option.") from None
     try:
         source = _source(video)
     except OSError:
@@ -527,7 +702,7 @@ def crop_video(
     todo: dict[str, str | None] = {}
     for sid, side in targets.items():
         _check_sid(sid)
-        opts = _options(det_name, face_size, every, max_carry, margin, side)
+        opts = _options(det_name, face_size, every, max_carry, margin, side, det)
         cached = _reuse(faces_dir, sid, opts, source) if reuse else None
         if cached is not None:
             results[sid] = cached
@@ -538,16 +713,28 @@ def crop_video(
 
     stream = VideoStream(video, decoder=decoder)
     writers = {sid: _SampleWriter(faces_dir, sid, jpeg_quality) for sid in todo}
-    tracks = {sid: _FaceTrack(writers[sid], side=side, max_carry=max_carry, face_size=face_size, margin=margin)
+    tracks = {sid: _FaceTrack(writers[sid], side=side, max_carry=max_carry, face_size=face_size, margin=margin,
+                              crop=crop, align=align)
               for sid, side in todo.items()}
+    batch = max(1, int(getattr(det, "batch_size", 1) or 1)) if hasattr(det, "detect_batch") else 1
     committed = False
     try:
         pending: list[tuple[int, np.ndarray]] = []
+        queue: list[tuple[int, np.ndarray, list]] = []  # key frames waiting for a batched detection
+
+        def flush() -> None:
+            frames = [f for _, f, _ in queue]
+            found = det.detect_batch(frames) if len(frames) > 1 else [det.detect(f) for f in frames]
+            for (idx, frame, pend), dets in zip(queue, found):
+                boxes = select_faces(dets, tracks, frame.shape[1])
+                for sid, track in tracks.items():
+                    track.key(idx, frame, boxes[sid], pend)
+            queue.clear()
 
         def on_key(idx: int, frame: np.ndarray, pend) -> None:
-            boxes = select_faces(det.detect(frame), tracks, frame.shape[1])
-            for sid, track in tracks.items():
-                track.key(idx, frame, boxes[sid], pend)
+            queue.append((idx, frame, pend))
+            if len(queue) >= batch:
+                flush()
 
         try:
             for idx, frame in stream:
@@ -560,6 +747,7 @@ def crop_video(
                 last_idx, last_frame = pending.pop()
                 on_key(last_idx, last_frame, pending)
                 pending = []
+            flush()
         except MediaError as exc:
             for w in writers.values():
                 w.abort()
@@ -571,9 +759,10 @@ def crop_video(
                 sample_id=sid, media=f"faces/{sid}", n_frames=stream.n_decoded, fps=float(stream.fps),
                 decoder=stream.decoder_used or "", n_frames_reported=int(stream.n_frames_reported),
                 no_face_frames=len(track.no_face), decode_note=notes, no_face_ranges=_ranges(track.no_face),
-                rejected_boxes=track.rejected,
+                rejected_boxes=track.rejected, landmarks=track.landmarks,
             )
-            writers[sid].commit(_meta(res, _options(det_name, face_size, every, max_carry, margin, todo[sid]), source))
+            writers[sid].commit(_meta(res, _options(det_name, face_size, every, max_carry, margin, todo[sid], det),
+                                      source))
             results[sid] = res
         committed = True
     finally:
