@@ -45,8 +45,11 @@ def test_emoreact_recipe(tmp_path):
 
 
 def test_afewva_recipe_with_stage_control(tmp_path):
+    # four actors: with 2 folds each training part keeps two, so a subject-disjoint validation part can be carved
     root = make_afewva(tmp_path / "raw", clips={"001": {"actor": "A"}, "002": {"actor": "A", "valence": [-3] * 12},
-                                                "003": {"actor": "B"}, "004": {"actor": "B", "valence": [-4] * 12}})
+                                                "003": {"actor": "B"}, "004": {"actor": "B", "valence": [-4] * 12},
+                                                "005": {"actor": "C"}, "006": {"actor": "C", "valence": [-2] * 12},
+                                                "007": {"actor": "D"}, "008": {"actor": "D", "valence": [-5] * 12}})
     run_recipe("afewva", root, tmp_path / "ws", "--folds", "2", "--stop-stage", "3")
     assert not (tmp_path / "ws" / "runs").exists()
     out = run_recipe("afewva", root, tmp_path / "ws", "--folds", "2", "--stage", "4", "--models", "gru nactcn:sm")
