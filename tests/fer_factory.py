@@ -171,13 +171,19 @@ def make_ckplus(root: Path, subjects: dict | None = None, w: int = 320, h: int =
     return {"boxes": boxes, "base": base}
 
 
-#: JAFFE miniature: (file name, RGB?). 3 subjects × 7 expressions; KL's are RGB TIFFs.
 def jaffe_names(subjects=("KA", "KL", "KM")) -> list[str]:
+    """JAFFE file names: each subject × the 7 expressions, plus a few second takes."""
     codes = ("AN", "DI", "FE", "HA", "NE", "SA", "SU")
     names, number = [], 1
     for s in subjects:
         for c in codes:
             names.append(f"{s}.{c}{1 + number % 2}.{number}.tiff")
+            number += 1
+    # second takes, so classes differ in size (as in the release: 29-32 images per class)
+    extra = {"KA": ("AN", "SU"), "KL": ("HA",), "KM": ("SA", "AN")}
+    for s in subjects:
+        for c in extra.get(s, ()):
+            names.append(f"{s}.{c}3.{number}.tiff")
             number += 1
     return names
 
