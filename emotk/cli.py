@@ -85,8 +85,8 @@ def prepare(
     root: Path = typer.Option(..., "--root", "-r", help="Raw dataset folder, as distributed."),
     faces: Literal["provided", "detect"] = typer.Option(
         "provided", help="Face crops: 'provided' (the release's crops) or 'detect' (crop from videos). AFEW-VA: from its landmarks."),
-    detector: Optional[Literal["haar", "center", "landmarks"]] = typer.Option(
-        None, help="Face detector for videos: haar (default), center; landmarks for AFEW-VA (see docs/faces.md)."),
+    detector: Optional[Literal["mtcnn", "mtcnn_mesm", "haar", "center", "landmarks"]] = typer.Option(
+        None, help="Face detector for videos: mtcnn (default), mtcnn_mesm (MESM's 48 px crops), haar, center; landmarks for AFEW-VA (see docs/faces.md)."),
     face_size: Optional[int] = typer.Option(None, min=16, help="Side of the square face crops, pixels (default: 112)."),
     every: Optional[int] = typer.Option(None, min=1, help="Run the face detector on every n-th frame, track in between (default: 5)."),
     max_carry: Optional[int] = typer.Option(None, min=0, help="Frames a lost face's last box is carried before frames count as no-face (default: 10)."),
@@ -331,6 +331,26 @@ def _default_split(folder: Path) -> str:
     if not names:
         raise EmotkError(f"no split in {folder}. Run `emotk split --official` or `emotk split --by subject` first.")
     raise EmotkError(f"several splits in {folder} ({', '.join(names)}): pass --split (or name one to --check).")
+
+
+@app.command()
+def protocols(
+    dataset: Optional[str] = typer.Option(None, "--dataset", "-d", help="Show the protocol as resolved for this dataset."),
+    name: Optional[str] = typer.Argument(None, help="A protocol to print in full (resolved), e.g. nactcn-released."),
+):
+    """List the shipped training protocols, or print one resolved (every default filled in).
+
+    Examples: emotk protocols;  emotk protocols nactcn-released --dataset emoreact
+    """
+    from emotk.train import protocol as proto
+
+    if name:
+        typer.echo(json.dumps(proto.resolve(name, dataset or "affwild2"), indent=2))
+        return
+    for n in proto.available():
+        p = proto.resolve(n, dataset or "affwild2")
+        stages = ", ".join(f"{s['name']} ({s['epochs']} epochs)" for s in p["stages"])
+        typer.echo(f"{n}: {p['description']}\n  input {p['input']}; select on {p['select_on']}; stages: {stages}")
 
 
 @app.command()
