@@ -132,7 +132,9 @@ def load_net(kind: str, weights_dir: str | Path | None = None) -> nn.Module:
         raise MediaError(f"MTCNN weight file {path} is missing; {_RESTORE}.")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as exc:
+    # garbage bytes surface from torch's weights-only unpickler as any of these
+    except (OSError, RuntimeError, EOFError, ValueError, IndexError, KeyError, TypeError, AttributeError,
+            pickle.UnpicklingError) as exc:
         why = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
         raise MediaError(f"MTCNN weight file {path} cannot be read ({why}); {_RESTORE}.") from None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
