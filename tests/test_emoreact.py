@@ -75,7 +75,7 @@ def test_bad_clips_are_listed_not_fatal(prepared):
     with open(ws.failures_path("emoreact"), newline="") as fh:
         assert {r["sample_id"] for r in csv.DictReader(fh)} == set(by)
     info = json.loads(ws.info_path("emoreact").read_text())
-    assert info["splits_found"] == ["train", "validation", "test"] and info["faces"]["detector"] == "haar"
+    assert info["splits_found"] == ["train", "validation", "test"] and info["faces"]["detector"] == "mtcnn"
 
 
 def test_rerun_reuses_crops(prepared, raw):

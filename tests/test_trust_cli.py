@@ -85,7 +85,7 @@ def test_out_of_range_values_exit_2_with_the_range_before_any_folder_exists(tmp_
 
 BAD_CHOICES = [
     (PREPARE, "--faces", "bogus", ["provided", "detect"]),
-    (PREPARE, "--detector", "mtcnn", ["haar", "center"]),
+    (PREPARE, "--detector", "openface", ["mtcnn", "haar", "center"]),
     (PREPARE, "--decoder", "ffmpeg", ["auto", "decord", "av"]),
     (PREPARE, "--mood-rule", "median", ["mean", "majority"]),
     (["report"], "--format", "xlsx", ["md", "csv", "latex"]),
