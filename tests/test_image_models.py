@@ -272,12 +272,16 @@ def test_height_batchnorm_normalises_each_row_over_batch_channels_width():
     var = x.var(dim=(0, 1, 3), unbiased=False, keepdim=True)
     assert torch.allclose(y, (x - mean) / torch.sqrt(var + 1.001e-5), atol=1e-5)
     assert not torch.allclose(y.mean(dim=(0, 2, 3)), torch.zeros(5), atol=1e-3)  # channels are not normalised
+    # multi-GPU runs convert BatchNorms to SyncBatchNorm: the inner layer is converted, the transpose stays
+    synced = nn.SyncBatchNorm.convert_sync_batchnorm(nn.Sequential(HeightBatchNorm2d(4)))
+    assert isinstance(synced[0], HeightBatchNorm2d) and isinstance(synced[0].bn, nn.SyncBatchNorm)
+    assert synced[0].bn.num_features == 4
 
 
 def test_miskow_batchnorm_sizes_follow_the_height():
     net = meta_build("resnet50", compat="miskow")
-    assert isinstance(net.bn1, HeightBatchNorm2d) and net.bn1.weight.numel() == 24  # 48 px → 24 after the stem
-    assert net.blocks[0].bn1.weight.numel() == 12 and net.blocks[-1].bn3.weight.numel() == 2
+    assert isinstance(net.bn1, HeightBatchNorm2d) and net.bn1.bn.weight.numel() == 24  # 48 px → 24 after the stem
+    assert net.blocks[0].bn1.bn.weight.numel() == 12 and net.blocks[-1].bn3.bn.weight.numel() == 2
     default = meta_build("resnet50")
     assert type(default.bn1) is nn.BatchNorm2d and default.bn1.weight.numel() == 64
 

@@ -78,20 +78,26 @@ EXPANSION = 4
 # shared pieces
 
 
-class HeightBatchNorm2d(nn.BatchNorm2d):
+class HeightBatchNorm2d(nn.Module):
     """BatchNorm over the HEIGHT axis of ``[B, C, H, W]``: one mean/variance/γ/β per row h, over
-    (batch, channels, width) — what Keras ``BatchNormalization(axis=1)`` does on NHWC maps."""
+    (batch, channels, width) — what Keras ``BatchNormalization(axis=1)`` does on NHWC maps.
+
+    A wrapper around an ordinary ``nn.BatchNorm2d(H)`` (``.bn``) run on ``[B, H, C, W]``, so that
+    ``SyncBatchNorm.convert_sync_batchnorm`` (multi-GPU runs) converts the inner layer and keeps the
+    height semantics."""
 
     def __init__(self, height: int, eps: float = BN_EPS, momentum: float = BN_MOMENTUM):
-        super().__init__(height, eps=eps, momentum=momentum)
+        super().__init__()
+        self.height = height
+        self.bn = nn.BatchNorm2d(height, eps=eps, momentum=momentum)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.shape[2] != self.num_features:
+        if x.shape[2] != self.height:
             raise ModelError(
                 f"this model (compat='miskow') normalises over the height axis and was built for maps of "
-                f"height {self.num_features}; it got height {x.shape[2]}. Build it with the image_size of "
+                f"height {self.height}; it got height {x.shape[2]}. Build it with the image_size of "
                 "the images it reads.")
-        return super().forward(x.transpose(1, 2)).transpose(1, 2)
+        return self.bn(x.transpose(1, 2)).transpose(1, 2)
 
 
 def _norm(channels: int, height: int, compat: str | None, eps: float = BN_EPS) -> nn.Module:
