@@ -14,8 +14,8 @@ import pytest
 from conftest import run_cli
 from emotk.datasets import get_dataset, prepare_dataset
 from emotk.datasets.faceimages import miskow_split, write_miskow_split
-from emotk.errors import DatasetError
-from emotk.features.images import image_store_attrs, read_image_store
+from emotk.errors import DatasetError, WorkspaceError
+from emotk.features.images import image_store_attrs, load_images, read_image_store
 from emotk.splits import check
 from emotk.workspace import MANIFEST_COLUMNS, Workspace
 from fer_factory import FER_CLASSES, make_fer2013_csv, make_fer2013_folders
@@ -78,6 +78,11 @@ def test_csv_store_holds_the_csv_pixels(csv_prepared):
     for r in m.iter_rows(named=True):
         assert images[r["sample_id"]].dtype == np.uint8
         np.testing.assert_array_equal(images[r["sample_id"]], made["good"][r["row"]][2])
+    ids = m["sample_id"].to_list()[::-1]
+    block = load_images(ws.images_path("fer2013"), ids)  # the fast reader: the same pixels, in the order asked
+    assert block.shape == (len(ids), 48, 48) and all((block[i] == images[s]).all() for i, s in enumerate(ids))
+    with pytest.raises(WorkspaceError, match="no image for sample 'fer-99999'"):
+        load_images(ws.images_path("fer2013"), ["fer-99999"])
     attrs = image_store_attrs(ws.images_path("fer2013"))
     assert (attrs["source"], attrs["size"], attrs["channels"], attrs["detector"]) == ("fer2013.csv", 48, 1, "none")
     assert attrs["emotk_version"]

@@ -112,6 +112,38 @@ def read_image_store(path: str | Path, sample_ids: list[str] | None = None) -> d
         return {s: np.asarray(f[s][()]) for s in ids}
 
 
+def load_images(path: str | Path, sample_ids: list[str]) -> np.ndarray:
+    """The images of ``sample_ids`` as one uint8 array ``[N, H, W]`` or ``[N, H, W, 3]``, in that order.
+
+    Reads through h5py's low-level dataset API straight into one preallocated array (about 4× faster
+    than ``f[name][()]`` per image, which builds a high-level object per sample: see bench/images.py).
+    A missing sample, or one whose shape or type differs from the first, is a WorkspaceError.
+    """
+    import h5py
+
+    path = Path(path)
+    again = "run `emotk prepare` for this dataset again"
+    with _open(path) as f:
+        if not sample_ids:
+            return np.zeros((0, 0, 0), np.uint8)
+        out = shape = dtype = None
+        for i, sid in enumerate(sample_ids):
+            try:
+                ds = h5py.h5d.open(f.id, sid.encode())
+            except KeyError:
+                raise WorkspaceError(f"{path} has no image for sample {sid!r}; {again}.") from None
+            if out is None:
+                shape, dtype = ds.shape, ds.dtype
+                if dtype != np.uint8:
+                    raise WorkspaceError(f"{path}: image {sid!r} is {dtype}, not uint8; {again}.")
+                out = np.empty((len(sample_ids), *shape), np.uint8)
+            if ds.shape != shape or ds.dtype != dtype:
+                raise WorkspaceError(f"{path}: image {sid!r} is {ds.dtype} {ds.shape}, the store's first image "
+                                     f"{dtype} {shape}; {again}.")
+            ds.read(h5py.h5s.ALL, h5py.h5s.ALL, out[i])
+        return out
+
+
 # --- images -----------------------------------------------------------------------------------------
 
 def read_image_file(path: str | Path) -> np.ndarray:
