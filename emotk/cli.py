@@ -95,6 +95,9 @@ def prepare(
     mood_rule: Optional[Literal["mean", "majority"]] = typer.Option(None, help="AFEW-VA mood from valence: mean (default) or majority."),
     mood_neutral_band: Optional[float] = typer.Option(None, min=0.0, max=10.0, callback=_finite,
                                                       help="AFEW-VA: |valence| within this band (valence scale −10…10) is neutral mood (default: 0)."),
+    align: bool = typer.Option(False, "--align", help="Rotate video face crops so the eyes are level (mtcnn's landmarks)."),
+    detector_weights: Optional[Path] = typer.Option(None, help="Folder of the detector's weight files (mtcnn: pnet.pt, "
+                                                    "rnet.pt, onet.pt) instead of the ones shipped with emotk."),
     workspace: Optional[Path] = WorkspaceOpt,
     quiet: bool = QuietOpt,
 ):
@@ -107,7 +110,8 @@ def prepare(
     ws = _ws(workspace)
     given = {"faces": faces if faces != "provided" else None, "detector": detector, "face_size": face_size,
              "every": every, "max_carry": max_carry, "decoder": decoder, "mood_rule": mood_rule,
-             "mood_neutral_band": mood_neutral_band}
+             "mood_neutral_band": mood_neutral_band, "align": align or None,
+             "detector_weights": str(detector_weights) if detector_weights else None}
     options = {k: v for k, v in given.items() if v is not None}
     options["progress"] = not quiet
     manifest, failures = prepare_dataset(ws, dataset, root, **options)
@@ -331,6 +335,21 @@ def _default_split(folder: Path) -> str:
     if not names:
         raise EmotkError(f"no split in {folder}. Run `emotk split --official` or `emotk split --by subject` first.")
     raise EmotkError(f"several splits in {folder} ({', '.join(names)}): pass --split (or name one to --check).")
+
+
+@app.command()
+def detectors():
+    """List the face detectors with their licence and where their weights come from.
+
+    Example: emotk detectors
+    """
+    from emotk.media.faces import DEFAULT_DETECTOR, list_detectors
+
+    for info in list_detectors().values():
+        default = " (default)" if info.name == DEFAULT_DETECTOR else ""
+        typer.echo(f"{info.name}{default}: {info.description}\n  licence: {info.licence}"
+                   + (f"\n  weights: {info.weights}" if info.weights else "")
+                   + (f"\n  needs: {info.requires}" if info.requires else ""))
 
 
 @app.command()

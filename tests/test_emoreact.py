@@ -133,3 +133,25 @@ def test_missing_labels_file_is_fatal(tmp_path):
     shutil.move(raw / "EmoReact_V_1.0" / "Labels" / "test_labels.text", tmp_path / "x")
     with pytest.raises(DatasetError, match="test split.*labels file not found"):
         prepare_dataset(Workspace.open(tmp_path / "ws"), "emoreact", raw)
+
+
+def test_align_and_detector_weights_options(raw, tmp_path):
+    """--align crops with level eyes (recorded in crop.json); --detector-weights takes the shipped files' copy
+    for mtcnn and is refused for a detector without weight files."""
+    from emotk.media import mtcnn
+    from tests.procs import emotk
+
+    weights = tmp_path / "weights"
+    shutil.copytree(mtcnn.__file__.rsplit("/", 1)[0] + "/weights/mtcnn", weights)
+    ws = tmp_path / "ws"
+    emotk("prepare", "emoreact", "--root", str(raw), "--align", "--detector-weights", str(weights), "--quiet", workspace=ws)
+    info = json.loads((ws / "emoreact/dataset.json").read_text())
+    assert info["faces"]["align"] is True and info["options"]["detector_weights"] == str(weights)
+    crop_json = next((ws / "emoreact/faces").glob("*/crop.json"))
+    assert json.loads(crop_json.read_text())["options"].get("align") is True
+    proc = emotk("prepare", "emoreact", "--root", str(raw), "--detector", "haar", "--detector-weights", str(weights),
+                 workspace=tmp_path / "ws2", check=False)
+    assert proc.returncode == 2 and "loads no weight files" in proc.stderr and "Traceback" not in proc.stderr
+    proc = emotk("prepare", "emoreact", "--root", str(raw), "--detector-weights", str(tmp_path / "nowhere"),
+                 workspace=tmp_path / "ws3", check=False)
+    assert proc.returncode == 2 and "not an existing folder" in proc.stderr

@@ -35,6 +35,8 @@ from emotk.datasets.base import (
     choice,
     dynamic_choice,
     failure,
+    flag,
+    folder_or_none,
     list_raw_dir,
     number,
     read_raw_text,
@@ -51,7 +53,8 @@ INVALID = -5.0
 #: Per annotation file, at most this many defective lines get their own failures.csv row (a summary row counts all).
 LINE_DEFECTS_LISTED = 20
 FACES = ("provided", "detect")
-VIDEO_OPTIONS = ("detector", "face_size", "every", "max_carry", "margin", "decoder", "min_decoded_fraction")
+VIDEO_OPTIONS = ("detector", "face_size", "every", "max_carry", "margin", "decoder", "min_decoded_fraction", "align",
+                 "detector_weights")
 
 _SIDE = re.compile(r"_(left|right)$")
 _PART_AFTER_RES = re.compile(r"^(\d+-\d+-\d+x\d+)-\d+$")  # 122-60-1920x1080-3 → 122-60-1920x1080
@@ -347,6 +350,7 @@ SPEC = register_dataset(DatasetSpec(
         "faces": choice(*FACES), "detector": dynamic_choice(video_detectors), "face_size": number(int, 8),
         "every": number(int, 1), "max_carry": number(int, 0), "margin": number(float, 0.0, 2.0),
         "decoder": choice(*DECODERS), "min_decoded_fraction": number(float, 0.0, 1.0, low_open=True),
+        "align": flag, "detector_weights": folder_or_none,
     },
     precheck=precheck,
 ))

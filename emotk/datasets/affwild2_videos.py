@@ -21,7 +21,7 @@ from emotk.media.faces import (
     DEFAULT_MARGIN,
     DEFAULT_MAX_CARRY,
     crop_video,
-    get_detector,
+    open_detector,
 )
 
 VIDEO_SUFFIXES = (".mp4", ".avi")
@@ -76,6 +76,8 @@ def crop_tracks(
     max_carry: int = DEFAULT_MAX_CARRY,
     margin: float = DEFAULT_MARGIN,
     decoder: str = "auto",
+    align: bool = False,
+    detector_weights: str | None = None,
     progress: bool = False,
 ) -> dict[str, dict]:
     """Crop faces for AffWild2 annotation tracks from the raw videos.
@@ -112,11 +114,11 @@ def crop_tracks(
             items = tqdm(items, desc="AffWild2 faces", unit="video")
         except ImportError:
             pass
-    det = get_detector(detector) if by_video else None  # one instance for all videos
+    det = open_detector(detector, detector_weights) if by_video else None  # one instance for all videos
     for video, targets in items:
         rel = video.relative_to(raw_root).as_posix()
         out = crop_video(video, out_dir / "faces", targets, detector=det, face_size=face_size, every=every,
-                         max_carry=max_carry, margin=margin, decoder=decoder)
+                         max_carry=max_carry, margin=margin, decoder=decoder, align=align)
         for track, res in out.items():
             if not res.ok:
                 results[track] = failure(track, "faces", rel, res.error, "re-download or re-encode the video (see docs/faces.md)")

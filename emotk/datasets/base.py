@@ -199,6 +199,12 @@ def flag(name: str, value) -> None:
         raise DatasetError(f"invalid {name} {value!r}: expected true or false.")
 
 
+def folder_or_none(name: str, value) -> None:
+    """Validator: None or an existing folder."""
+    if value is not None and not Path(value).is_dir():
+        raise DatasetError(f"invalid {name} {value!r}: not an existing folder.")
+
+
 def check_options(spec: DatasetSpec, options: Mapping[str, object]) -> None:
     """Refuse unknown options and invalid values for ``spec`` (DatasetError naming the valid ones)."""
     allowed = dict(spec.options)

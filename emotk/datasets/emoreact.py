@@ -42,6 +42,8 @@ from emotk.datasets.base import (
     choice,
     dynamic_choice,
     failure,
+    flag,
+    folder_or_none,
     list_raw_dir,
     number,
     read_raw_text,
@@ -56,7 +58,7 @@ from emotk.media.faces import (
     DEFAULT_MARGIN,
     DEFAULT_MAX_CARRY,
     crop_video,
-    get_detector,
+    open_detector,
     video_detectors,
 )
 from emotk.media.video import DECODERS, MIN_DECODED_FRACTION, frame_shortfall
@@ -190,6 +192,8 @@ def prepare(
     decoder: str = "auto",
     faces: str = "detect",
     min_decoded_fraction: float = MIN_DECODED_FRACTION,
+    align: bool = False,
+    detector_weights: str | None = None,
     progress: bool = True,
     **other,
 ) -> Prepared:
@@ -198,11 +202,13 @@ def prepare(
     Options: ``detector`` (face detector name), ``face_size`` (crop side in pixels), ``every`` (detect
     on every n-th frame), ``max_carry`` (frames a lost face's box is carried), ``margin``, ``decoder``
     (auto | decord | av), ``faces`` (only ``detect``: the release has no crops), ``min_decoded_fraction``
-    (a clip decoding less than this share of its container's frame count is excluded), ``progress``.
+    (a clip decoding less than this share of its container's frame count is excluded), ``align`` (rotate
+    crops so the eyes are level; landmark detectors only), ``detector_weights`` (a folder of the
+    detector's weight files), ``progress``.
     """
     check_options(SPEC, dict(detector=detector, face_size=face_size, every=every, max_carry=max_carry, margin=margin,
                              decoder=decoder, faces=faces, min_decoded_fraction=min_decoded_fraction,
-                             progress=progress, **other))
+                             align=align, detector_weights=detector_weights, progress=progress, **other))
     raw_root = Path(raw_root)
     base = find_base(raw_root)
     data_dir = _child(base, ("data",))
@@ -285,11 +291,11 @@ def prepare(
         raise DatasetError(f"no EmoReact split (train/validation/test) found under {base}. Expected layout:\n{LAYOUT}")
 
     faces_dir = Path(out_dir) / "faces"
-    det = get_detector(detector) if jobs else None  # one instance for all clips
+    det = open_detector(detector, detector_weights) if jobs else None  # one instance for all clips
     bar = _progress(jobs, progress, "EmoReact faces")
     for sid, video, label_row, split in bar:
         res = crop_video(video, faces_dir, {sid: None}, detector=det, face_size=face_size, every=every,
-                         max_carry=max_carry, margin=margin, decoder=decoder)[sid]
+                         max_carry=max_carry, margin=margin, decoder=decoder, align=align)[sid]
         rel = video.relative_to(raw_root).as_posix()
         if not res.ok:
             failures.append(failure(sid, "faces", rel, res.error, "re-download or re-encode the video (see docs/faces.md)"))
@@ -321,7 +327,7 @@ def prepare(
         info={"notes": notes, "splits_found": found_splits, "subject_folds": "not supported (no subject ids)",
               "min_decoded_fraction": min_decoded_fraction,
               "faces": {"detector": detector, "face_size": face_size, "every": every, "max_carry": max_carry,
-                        "margin": margin}},
+                        "margin": margin, "align": align}},
     )
 
 
@@ -351,5 +357,6 @@ SPEC = register_dataset(DatasetSpec(
         "detector": dynamic_choice(video_detectors), "face_size": number(int, 8), "every": number(int, 1),
         "max_carry": number(int, 0), "margin": number(float, 0.0, 2.0), "decoder": choice(*DECODERS),
         "faces": choice("detect"), "min_decoded_fraction": number(float, 0.0, 1.0, low_open=True),
+        "align": flag, "detector_weights": folder_or_none,
     },
 ))

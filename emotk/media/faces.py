@@ -104,6 +104,20 @@ def video_detectors() -> list[str]:
     return sorted(n for n in DETECTORS if n != "landmarks")
 
 
+def open_detector(name: str, weights_dir: str | None = None):
+    """``get_detector(name)``, loading its weights from ``weights_dir`` when given (``--detector-weights``);
+    a detector without weight files refuses the option."""
+    if weights_dir is None:
+        return get_detector(name)
+    import inspect
+
+    info = DETECTORS.get(name)
+    params = inspect.signature(info.factory).parameters
+    if "weights_dir" not in params and not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        raise MediaError(f"--detector-weights: detector {name!r} loads no weight files; drop the option or use mtcnn.")
+    return get_detector(name, weights_dir=weights_dir)
+
+
 def get_detector(name: str, **options):
     """An instance of the detector registered as ``name``."""
     if name not in DETECTORS:
