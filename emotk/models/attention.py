@@ -176,7 +176,7 @@ def transformer(*, in_dim: int = 440, out_dim: int = 2, head: str = "frame_tanh"
 
 
 # --------------------------------------------------------------------------------------------------
-# presets (paper Tables 1–3; reference/nactcn.md §5)
+# presets (paper Tables 1–3; docs/models.md, "Baselines")
 
 _LIN2 = {"head": "frame_linear", "out_dim": 2}
 _LAST8 = {"head": "last", "out_dim": 8}

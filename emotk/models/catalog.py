@@ -47,6 +47,8 @@ def _mmac(n: int | None) -> float | None:
 def _row(model: str, size: str, dataset: str | None) -> dict:
     preset: Preset = PRESETS[(model, size, dataset)]
     ds = dataset or "any"
+    if MODELS[model].family == "image":
+        return _image_row(preset, ds)
     head, out_dim, in_default = _task(ds)
     in_dim = preset.config.get("in_dim", in_default)
     T = preset.seq_len or 128
@@ -104,6 +106,8 @@ def model_table(dataset: str | None = None) -> pl.DataFrame:
 def _row_for(model: str, size: str, dataset: str, head: str, out_dim: int) -> dict:
     """A fallback preset counted with ``dataset``'s task head (architecture of the generic preset)."""
     preset = PRESETS[(model, size, None)]
+    if MODELS[model].family == "image":
+        return _image_row(preset, dataset)
     in_dim = preset.config.get("in_dim", 440)
     T = preset.seq_len or 128
     torch.manual_seed(0)
@@ -111,3 +115,26 @@ def _row_for(model: str, size: str, dataset: str, head: str, out_dim: int) -> di
     return {"model": model, "size": size, "dataset": dataset, "seq_len": T, "params": count_params(net),
             "params_paper": None, "macs": _mmac(count_macs(net, in_dim, T)), "macs_paper": None,
             "params_published": None, "macs_published": None, "reproduced": "", "note": preset.note}
+
+
+def _image_row(preset: Preset, ds: str) -> dict:
+    """An image model's row, counted on one image of the preset's shape ``(C, H, W)`` (the paper's
+    input): class logits, as many as the dataset's classes when its task has logits, else the model's
+    default. Built on the meta device (shapes only: nothing is allocated or run for real).
+    ``params_paper`` uses the model's ``paper_params()`` when it has one (Keras counted BatchNorm's
+    running statistics as parameters)."""
+    head, out_dim, _ = _task(ds)
+    task = {"out_dim": out_dim} if head == "logits" else {}
+    side = preset.config.get("image_size", 48)
+    shape = (preset.config.get("in_channels", 1), side, side)
+    with torch.device("meta"):
+        net = build(preset.model, preset.size, preset.dataset, head="logits", **task)
+        ref = build(preset.model, preset.size, preset.dataset, head="logits", **task, **preset.paper_count)
+    params_paper = ref.paper_params() if callable(getattr(ref, "paper_params", None)) else count_params(ref)
+    ok = "params" if preset.params_paper is not None and params_paper == preset.params_paper else ""
+    return {
+        "model": preset.model, "size": preset.size, "dataset": ds, "seq_len": None, "params": count_params(net),
+        "params_paper": params_paper, "macs": _mmac(count_macs(net, shape, None)), "macs_paper": None,
+        "params_published": None if preset.params_published is None else int(round(preset.params_published)),
+        "macs_published": preset.macs_published, "reproduced": ok, "note": preset.note,
+    }

@@ -279,7 +279,7 @@ def tcan(*, in_dim: int = 440, out_dim: int = 2, head: str = "frame_tanh", chann
 
 
 # --------------------------------------------------------------------------------------------------
-# presets (paper: Mehta & Yang 2023, Tables 1–3; configurations from reference/nactcn.md §4)
+# presets (paper: Mehta & Yang 2023, Tables 1–3; configurations in docs/models.md, "NAC-TCN")
 
 _NO_HEAD = {"head": "none"}
 

@@ -38,7 +38,7 @@ def lstm(*, in_dim: int = 440, out_dim: int = 2, head: str = "frame_tanh", hidde
 
 
 def _rnn_presets(cell: str, published: dict) -> None:
-    """Presets of the NAC-TCN paper's recurrent baselines (reference/nactcn.md §4, §5)."""
+    """Presets of the NAC-TCN paper's recurrent baselines (docs/models.md, "Baselines")."""
     aff, emo = published["affwild2"], published["emoreact"]
     register_preset(Preset(
         cell, "sm", "affwild2", dict(in_dim=440, hidden=440, layers=4),
