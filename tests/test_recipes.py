@@ -56,3 +56,19 @@ def test_afewva_recipe_with_stage_control(tmp_path):
     table = (tmp_path / "ws" / "afewva-table3.md").read_text()
     assert models_in_table(table) == {"gru-sm", "nactcn-sm"} and "=== stage 1" not in out
     assert "| 2 |" in table  # two folds aggregated
+
+
+@pytest.mark.parametrize("dataset,folds", [("fer2013", None), ("ckplus", "3"), ("jaffe", "3")])
+def test_miskow_recipes(dataset, folds, tmp_path):
+    """Miskow's Table 3.3 recipes on their miniatures: prepare → subject folds / official split → train
+    (one model, one epoch, protocol miskow) → report."""
+    from fer_factory import make_ckplus, make_fer2013_csv, make_jaffe
+
+    make = {"fer2013": make_fer2013_csv, "ckplus": make_ckplus, "jaffe": make_jaffe}[dataset]
+    make(tmp_path / "raw")
+    extra = ("--folds", folds) if folds else ()
+    out = run_recipe(dataset, tmp_path / "raw", tmp_path / "ws", "--models", "vgg16:base", *extra)
+    table = (tmp_path / "ws" / f"{dataset}-table3.3.md").read_text()
+    split = f"subject-k{folds}" if folds else "official"
+    assert "=== stage 4" in out and models_in_table(table) == {"vgg16-base"}
+    assert f"| {split} | miskow |" in table
