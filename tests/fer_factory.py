@@ -84,8 +84,8 @@ def make_fer2013_csv(root: Path, per_class: int = 3, header: str = "emotion,pixe
 
 def make_fer2013_folders(root: Path, per_class: int = 2) -> dict:
     """The image-folder release: ``train|test/<class>/<Usage>_<n>.jpg`` (48×48 grey JPEG), plus one RGB
-    JPEG (kept, converted), one 64×64 image, one undecodable file and one image in an unknown class
-    folder (all three reported). Returns ``{"good": {relative path: (label, split)}, "bad": {relative path: why}}``."""
+    JPEG (kept, converted), one 64×64 image, one undecodable file, one image in an unknown class
+    folder and a PNG twin of a JPEG's name (all four reported). Returns ``{"good": {relative path: (label, split)}, "bad": {relative path: why}}``."""
     root = Path(root)
     good, bad = {}, {}
     n = 0
@@ -107,6 +107,9 @@ def make_fer2013_folders(root: Path, per_class: int = 2) -> dict:
     broken = "test/fear/PublicTest_broken.jpg"
     (root / broken).write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg" * 20)
     bad[broken] = "cannot be decoded"
+    twin = "train/angry/Training_0.png"  # the same name as Training_0.jpg, another extension
+    Image.fromarray(fer_face(503)).save(root / twin)
+    bad[twin] = "same sample id"
     (root / "train" / "contempt").mkdir(parents=True, exist_ok=True)
     odd = "train/contempt/Training_odd.jpg"
     Image.fromarray(fer_face(502)).save(root / odd, quality=95)

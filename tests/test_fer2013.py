@@ -112,6 +112,17 @@ def test_csv_without_its_header_is_refused(tmp_path):
         prepare_dataset(Workspace.open(tmp_path / "ws"), "fer2013", tmp_path / "raw", progress=False)
 
 
+def test_undecodable_bytes_fail_their_row_only(tmp_path):
+    (tmp_path / "raw").mkdir()
+    ok = " ".join(["7"] * 2304)
+    (tmp_path / "raw" / "fer2013.csv").write_bytes(
+        b"emotion,pixels,Usage\n3," + ok.encode() + b",Training\n2,\xff\xfe" + ok[1:].encode() + b",Training\n")
+    ws = Workspace.open(tmp_path / "ws")
+    m, failures = prepare_dataset(ws, "fer2013", tmp_path / "raw", progress=False)
+    assert m["sample_id"].to_list() == ["fer-00000"]
+    assert [(f["sample_id"], f["file"]) for f in failures] == [("fer-00001", "fer2013.csv:3")]
+
+
 def test_size_and_colour_options(csv_raw, tmp_path):
     root, made = csv_raw
     ws = Workspace.open(tmp_path / "ws")

@@ -113,57 +113,69 @@ def parse_emotion(text: str) -> int | None:
 
 
 def read_csv(raw_root: Path, path: Path, face_size: int, color: str):
-    """Rows, images and failures from the Kaggle CSV."""
+    """Rows, images and failures from the Kaggle CSV.
+
+    Bytes that are not UTF-8 become U+FFFD, so the row they are in fails its checks (listed); text
+    the csv module cannot split at all (e.g. a field over its size limit) stops prepare with the line.
+    """
     rel = path.relative_to(raw_root).as_posix()
-    rows, images, failures = [], {}, []
-    fix = f"restore {rel} from the FER2013 release; the row is skipped"
     try:
-        fh = open(path, newline="", encoding="utf-8-sig")
+        fh = open(path, newline="", encoding="utf-8-sig", errors="replace")
     except OSError as exc:
         raise RawFileError(f"cannot read the FER2013 CSV {path}: {exc.strerror or exc}. Make it readable and run "
                            "prepare again.") from None
     with fh:
         reader = csv.reader(fh)
-        header = [h.strip().lower() for h in next(reader, [])]
-        missing = [c for c in ("emotion", "pixels", "usage") if c not in header]
-        if missing:
-            raise DatasetError(f"{path}: the header {header} lacks column(s) {missing}; a FER2013 CSV starts with "
-                               "'emotion,pixels,Usage'. Restore the file from the release.")
-        col = {c: header.index(c) for c in ("emotion", "pixels", "usage")}
-        for row_no, fields in enumerate(reader):
-            line = reader.line_num
-            sid = f"fer-{row_no:05d}"
-            where = f"{rel}:{line}"
-            if not any(f.strip() for f in fields):
-                continue
-            if len(fields) != len(header):
-                failures.append(failure(sid, "labels", where, f"row {row_no} has {len(fields)} fields, expected "
-                                        f"{len(header)} ({', '.join(header)})", fix))
-                continue
-            label = parse_emotion(fields[col["emotion"]])
-            if label is None:
-                failures.append(failure(sid, "labels", where, f"emotion {fields[col['emotion']][:20]!r} is not a class id "
-                                        f"0-6 ({', '.join(CLASSES)})", fix))
-                continue
-            usage = fields[col["usage"]].strip()
-            if usage not in USAGE:
-                failures.append(failure(sid, "labels", where, f"Usage {usage[:30]!r} is not one of "
-                                        f"{', '.join(USAGE)}", fix))
-                continue
-            pixels, problem = parse_pixels(fields[col["pixels"]])
-            if pixels is None:
-                failures.append(failure(sid, "media", where, f"row {row_no}: {problem}", fix))
-                continue
-            images[sid] = fit_precropped(pixels, face_size, color)
-            rows.append(image_row(sid, sid, USAGE[usage], rel, label, CLASSES[label], row=row_no, line=line,
-                                  usage=usage))
+        try:
+            rows, images, failures = _read_rows(reader, path, rel, face_size, color)
+        except csv.Error as exc:
+            raise DatasetError(f"{path}, line {reader.line_num}: not readable as CSV ({exc}). Restore the file "
+                               "from the FER2013 release.") from None
     return rows, images, failures, {"source": rel, "variant": "csv"}
+
+
+def _read_rows(reader, path: Path, rel: str, face_size: int, color: str):
+    rows, images, failures = [], {}, []
+    fix = f"restore {rel} from the FER2013 release; the row is skipped"
+    header = [h.strip().lower() for h in next(reader, [])]
+    missing = [c for c in ("emotion", "pixels", "usage") if c not in header]
+    if missing:
+        raise DatasetError(f"{path}: the header {header[:5]} lacks column(s) {missing}; a FER2013 CSV starts with "
+                           "'emotion,pixels,Usage'. Restore the file from the release.")
+    col = {c: header.index(c) for c in ("emotion", "pixels", "usage")}
+    for row_no, fields in enumerate(reader):
+        line = reader.line_num
+        sid = f"fer-{row_no:05d}"
+        where = f"{rel}:{line}"
+        if not any(f.strip() for f in fields):
+            continue
+        if len(fields) != len(header):
+            failures.append(failure(sid, "labels", where, f"row {row_no} has {len(fields)} fields, expected "
+                                    f"{len(header)} ({', '.join(header)})", fix))
+            continue
+        label = parse_emotion(fields[col["emotion"]])
+        if label is None:
+            failures.append(failure(sid, "labels", where, f"emotion {fields[col['emotion']][:20]!r} is not a class id "
+                                    f"0-6 ({', '.join(CLASSES)})", fix))
+            continue
+        usage = fields[col["usage"]].strip()
+        if usage not in USAGE:
+            failures.append(failure(sid, "labels", where, f"Usage {usage[:30]!r} is not one of {', '.join(USAGE)}", fix))
+            continue
+        pixels, problem = parse_pixels(fields[col["pixels"]])
+        if pixels is None:
+            failures.append(failure(sid, "media", where, f"row {row_no}: {problem}", fix))
+            continue
+        images[sid] = fit_precropped(pixels, face_size, color)
+        rows.append(image_row(sid, sid, USAGE[usage], rel, label, CLASSES[label], row=row_no, line=line, usage=usage))
+    return rows, images, failures
 
 
 def read_folders(raw_root: Path, base: Path, face_size: int, color: str):
     """Rows, images and failures from the image-folder release (classes by folder name)."""
     by_name = {c.lower(): i for i, c in enumerate(CLASSES)}
     rows, images, failures, notes = [], {}, [], []
+    seen: dict[str, str] = {}
     colour = 0
     for folder, split in FOLDER_SPLITS.items():
         for class_dir in list_raw_dir(base / folder, "FER2013 split folder"):
@@ -179,6 +191,11 @@ def read_folders(raw_root: Path, base: Path, face_size: int, color: str):
                 if problem:
                     failures.append(bad_sample_id(sid, "prepare", rel, problem))
                     continue
+                if sid in seen:
+                    failures.append(failure(sid, "prepare", rel, f"{seen[sid]} gives the same sample id (one name, "
+                                            "two extensions?)", "keep one copy of each image; this one is skipped"))
+                    continue
+                seen[sid] = rel
                 if label is None:
                     failures.append(failure(sid, "labels", rel, f"class folder {class_dir.name!r} is not a FER2013 "
                                             f"class ({', '.join(c.lower() for c in CLASSES)})",
