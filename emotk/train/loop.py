@@ -743,9 +743,12 @@ def _train(ws: Workspace, run: Resolved, mode: str, info: ddp.DistInfo, progress
         loss_fn = LOSSES[task.kind]
         loss_opts = check_loss_options(loss_fn, stage["loss"], f"stage {stage['name']!r}")
         es = stage["early_stopping"]
-        on_loss = es is not None and es["monitor"] == "loss"  # select and stop on the selection part's loss
-        up = higher and not on_loss
-        best, best_epoch, bad, best_state, start_epoch = (-math.inf if up else math.inf), -1, 0, None, 0
+        # the epoch is selected on the selection part's task metric or loss (select_by); early stopping
+        # watches its own monitor (e.g. Keras-style: stop on the loss, keep the best accuracy)
+        sel_up = higher and proto["select_by"] == "metric"
+        stop_up = es is not None and higher and es["monitor"] == "metric"
+        best, best_epoch, best_state, start_epoch = (-math.inf if sel_up else math.inf), -1, None, 0
+        stop_best, bad = (-math.inf if stop_up else math.inf), 0
         if resuming:
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
@@ -754,7 +757,8 @@ def _train(ws: Workspace, run: Resolved, mode: str, info: ddp.DistInfo, progress
                 plateau.load_state_dict(state["plateau"])
             if amp and state.get("scaler"):
                 scaler.load_state_dict(state["scaler"])
-            start_epoch, best, best_epoch, bad = state["epoch"] + 1, state["best"], state["best_epoch"], state["bad"]
+            start_epoch, best, best_epoch = state["epoch"] + 1, state["best"], state["best_epoch"]
+            stop_best, bad = state["stop_best"], state["bad"]
             ranks = state.get("rng_ranks") or [state["rng"]]
             _set_rng_state(ranks[info.rank] if len(ranks) == info.world_size else ranks[0])
             if (out_dir / "best.pt").exists():
@@ -806,14 +810,17 @@ def _train(ws: Workspace, run: Resolved, mode: str, info: ddp.DistInfo, progress
             if select_set is not None:
                 metric_value, row["val_loss"] = evaluate(select_set, loss_fn, loss_opts)
                 row[f"val_{primary}"] = metric_value
-                value = row["val_loss"] if on_loss else metric_value
-                delta = es["min_delta"] if es else 0.0
-                improved = value > best + delta if up else value < best - delta
+                value = row["val_loss"] if proto["select_by"] == "loss" else metric_value
+                improved = value > best if sel_up else value < best
                 if improved:
-                    best, best_epoch, bad = value, len(history) + 1, 0
+                    best, best_epoch = value, len(history) + 1
                     best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-                else:
-                    bad += 1
+                if es is not None:
+                    watched = row["val_loss"] if es["monitor"] == "loss" else metric_value
+                    if watched > stop_best + es["min_delta"] if stop_up else watched < stop_best - es["min_delta"]:
+                        stop_best, bad = watched, 0
+                    else:
+                        bad += 1
                 if plateau is not None:
                     plateau.step(metric_value)
                 stopped = es is not None and bad >= es["patience"]
@@ -829,7 +836,7 @@ def _train(ws: Workspace, run: Resolved, mode: str, info: ddp.DistInfo, progress
                     "plateau": plateau.state_dict() if plateau is not None else None,
                     "scaler": scaler.state_dict() if amp else None, "stage": si,
                     "epoch": stage["epochs"] - 1 if stopped else epoch, "best": best, "best_epoch": best_epoch,
-                    "bad": bad, "history": history, "rng": rngs[0], "rng_ranks": rngs, "model_name": cfg.model,
+                    "stop_best": stop_best, "bad": bad, "history": history, "rng": rngs[0], "rng_ranks": rngs, "model_name": cfg.model,
                     "world_size": info.world_size,
                 })
             if show:

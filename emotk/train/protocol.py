@@ -13,6 +13,7 @@ user passes). Top-level keys:
 ``select_on``      ``val`` (a validation part, never the reported one: the split's own validation part
                    when it has a test part, else one carved from the training part by subject),
                    ``heldout`` (the papers' optimistic rule: the reported part) or ``last`` (last epoch)
+``select_by``      what picks the epoch on the selection part: the task's ``metric`` (default) or the ``loss``
 ``val_fraction``   share of the training subjects carved out for ``select_on: val``
 ``stages``         a list; each stage: ``epochs`` (required), ``batch_size``, ``optimizer`` (``name``
                    adam | adamw | sgd, ``lr``, ``weight_decay``, ``betas``, ``eps``, ``momentum``,
@@ -60,7 +61,8 @@ REQUIRED = object()
 TOP = {
     "name": (str, None), "description": (str, ""), "input": ({"frames", "crops", "image"}, "frames"),
     "encoder": (dict, None), "seq_len": ((int, type(None)), None), "frame_stride": (int, 1),
-    "select_on": ({"val", "heldout", "last"}, "val"), "val_fraction": (_NUM, 0.1),
+    "select_on": ({"val", "heldout", "last"}, "val"), "select_by": ({"metric", "loss"}, "metric"),
+    "val_fraction": (_NUM, 0.1),
     "stages": (list, REQUIRED), "datasets": (dict, {}),
 }
 ENCODER = {"name": (str, "regnet_y_400mf"), "weights": (str, "imagenet"), "image_size": (int, 112),
