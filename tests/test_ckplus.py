@@ -17,6 +17,7 @@ from emotk.datasets.faceimages import miskow_split, write_miskow_split
 from emotk.errors import DatasetError, SplitError
 from emotk.features.images import image_store_attrs, read_image_store
 from emotk.splits import check, make_split
+from emotk.media.faces import DEFAULT_DETECTOR
 from emotk.workspace import MANIFEST_COLUMNS, Workspace
 from fer_factory import make_ckplus
 from test_fer2013 import model_registered
@@ -46,7 +47,7 @@ def raw(tmp_path_factory):
 def prepared(raw, tmp_path_factory):
     root, made = raw
     ws = Workspace.open(tmp_path_factory.mktemp("ws"))
-    manifest, failures = prepare_dataset(ws, "ckplus", root, progress=False)
+    manifest, failures = prepare_dataset(ws, "ckplus", root, progress=False)  # emotk's default detector
     return ws, manifest, failures, made
 
 
@@ -85,7 +86,7 @@ def test_boxes_and_crops_are_the_face(prepared, raw):
         assert np.abs(crop.astype(int) - expected).mean() < 1.5
     assert set(m.filter(pl.col("subject") == "S010")["source_channels"]) == {1, 3}
     attrs = image_store_attrs(ws.images_path("ckplus"))
-    assert (attrs["detector"], attrs["margin"], attrs["size"], attrs["channels"]) == ("haar", 0.0, 48, 1)
+    assert (attrs["detector"], attrs["margin"], attrs["size"], attrs["channels"]) == (DEFAULT_DETECTOR, 0.0, 48, 1)
 
 
 def test_bad_label_files_and_faceless_frames_are_listed(prepared):
@@ -101,7 +102,8 @@ def test_bad_label_files_and_faceless_frames_are_listed(prepared):
 def test_protocol_options_change_the_classes(raw, tmp_path):
     root, _ = raw
     ws = Workspace.open(tmp_path / "ws")
-    m, _ = prepare_dataset(ws, "ckplus", root, first_neutral=True, contempt=False, last_k=1, progress=False)
+    m, _ = prepare_dataset(ws, "ckplus", root, first_neutral=True, contempt=False, last_k=1, detector="haar",
+                           progress=False)
     seven = ["neutral", "anger", "disgust", "fear", "happy", "sadness", "surprise"]
     assert ws.read_info("ckplus")["label_names"] == seven and ws.read_info("ckplus")["task"]["n_classes"] == 7
     peaks = m.filter(pl.col("role") == "peak")
@@ -115,7 +117,7 @@ def test_protocol_options_change_the_classes(raw, tmp_path):
     assert dict(zip(peaks["sample_id"], peaks["label"])) == {
         "S005_001_00000005": seven.index("disgust"), "S010_001_00000005": seven.index("happy"),
         "S011_001_00000005": seven.index("surprise")}
-    m8, _ = prepare_dataset(ws, "ckplus", root, first_neutral=True, progress=False, color="rgb")
+    m8, _ = prepare_dataset(ws, "ckplus", root, first_neutral=True, progress=False, color="rgb", detector="haar")
     assert ws.read_info("ckplus")["task"]["n_classes"] == 8
     assert read_image_store(ws.images_path("ckplus"), [m8["sample_id"][0]])[m8["sample_id"][0]].shape == (48, 48, 3)
     with pytest.raises(DatasetError, match="last_k"):
@@ -155,7 +157,7 @@ def test_missing_layout_is_one_clear_error(tmp_path):
 def test_cli_prepare_split_check_train(raw, tmp_path):
     root, _ = raw
     ws = tmp_path / "ws"
-    out = run_cli("prepare", "ckplus", "--root", str(root), "--quiet", workspace=ws).stdout
+    out = run_cli("prepare", "ckplus", "--root", str(root), "--detector", "haar", "--quiet", workspace=ws).stdout
     assert "14 samples, 3 subjects" in out and "3 problems" in out
     run_cli("split", "--by", "subject", "--folds", "3", workspace=ws)
     run_cli("split", "--check", "subject-k3", workspace=ws)

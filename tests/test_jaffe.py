@@ -36,7 +36,7 @@ def raw(tmp_path_factory):
 def prepared(raw, tmp_path_factory):
     root, made = raw
     ws = Workspace.open(tmp_path_factory.mktemp("ws"))
-    manifest, failures = prepare_dataset(ws, "jaffe", root, progress=False)
+    manifest, failures = prepare_dataset(ws, "jaffe", root, detector="haar", progress=False)
     return ws, manifest, failures, made
 
 
@@ -99,7 +99,7 @@ def test_no_jaffe_image_is_one_clear_error(tmp_path):
 def test_cli_prepare_loso_and_leaking_split_needs_allow_leak(raw, tmp_path):
     root, _ = raw
     ws = tmp_path / "ws"
-    out = run_cli("prepare", "jaffe", "--root", str(root), "--quiet", workspace=ws).stdout
+    out = run_cli("prepare", "jaffe", "--root", str(root), "--detector", "haar", "--quiet", workspace=ws).stdout
     assert f"{len(jaffe_names())} samples, 3 subjects" in out and f"{len(JAFFE_BAD)} problems" in out
     run_cli("split", "--by", "subject", "--folds", "3", "--name", "loso", workspace=ws)
     run_cli("split", "--check", "loso", workspace=ws)

@@ -18,7 +18,7 @@ Class ids follow the release's code order (0 neutral, 1 anger, 2 contempt, 3 dis
 6 sadness, 7 surprise) with the classes not used left out; the default gives 0 anger … 6 surprise,
 the seven classes of the Kaggle "CK+48" copy Miskow trained on. ``ck_code`` keeps the release's code.
 Subject = the ``Sxxx`` folder. Faces are cropped with the detector registry (largest face, default
-haar, no margin) and stored at ``face_size`` (default 48) in ``color`` (default grey); the box and
+MTCNN, no margin) and stored at ``face_size`` (default 48) in ``color`` (default grey); the box and
 detector are recorded. Some CK+ frames are RGB: the store's colour is one setting for all.
 
 Reported in failures.csv, never guessed: an emotion file whose value is not a code 1–7, a sequence
@@ -185,15 +185,17 @@ def find_jobs(raw_root: Path, base: Path, last_k: int, first_neutral: bool, cont
 
 def prepare(raw_root: Path, out_dir: Path, *, last_k: int = DEFAULT_LAST_K, first_neutral: bool = False,
             contempt: bool = True, face_size: int = DEFAULT_SIZE, color: str = DEFAULT_COLOR,
-            detector: str = DEFAULT_DETECTOR, margin: float = DEFAULT_MARGIN, progress: bool = True, **other) -> Prepared:
+            detector: str = DEFAULT_DETECTOR, margin: float = DEFAULT_MARGIN, detector_weights: str | None = None,
+            progress: bool = True, **other) -> Prepared:
     """Crop the labelled frames of every labelled sequence into ``images.h5``; return manifest rows."""
     check_options(SPEC, dict(last_k=last_k, first_neutral=first_neutral, contempt=contempt, face_size=face_size,
-                             color=color, detector=detector, margin=margin, progress=progress, **other))
+                             color=color, detector=detector, margin=margin, detector_weights=detector_weights,
+                             progress=progress, **other))
     raw_root = Path(raw_root)
     base = find_base(raw_root)
     jobs, failures, counts = find_jobs(raw_root, base, last_k, first_neutral, contempt)
     cropped = crop_images(jobs, raw_root, detector=detector, face_size=face_size, color=color, margin=margin,
-                          progress=progress, title="CK+")
+                          progress=progress, title="CK+", detector_weights=detector_weights)
     names = class_names(first_neutral, contempt)
     protocol = {"last_k": last_k, "first_neutral": first_neutral, "contempt": contempt, "classes": list(names)}
     attrs = store_attrs(base.relative_to(raw_root).as_posix() or ".", face_size, COLORS[color],

@@ -16,15 +16,17 @@ import polars as pl
 
 from emotk.atomic import write_parquet
 from emotk.datasets.base import Task, choice, dynamic_choice, failure, number
-from emotk.errors import SplitError
+from emotk.errors import DatasetError, SplitError
 from emotk.features.images import COLORS, crop_face, read_image_file, resize_square, store_attrs, to_channels, write_image_store
-from emotk.media.faces import get_detector, video_detectors
+from emotk.media.faces import DEFAULT_DETECTOR as FACES_DEFAULT_DETECTOR
+from emotk.media.faces import open_detector, video_detectors
 from emotk.workspace import Workspace
 
 #: Miskow's input: 48×48, one grey channel.
 DEFAULT_SIZE = 48
 DEFAULT_COLOR = "grey"
-DEFAULT_DETECTOR = "haar"
+#: The project's default face detector (``emotk.media.faces.DEFAULT_DETECTOR``: MTCNN, weights shipped).
+DEFAULT_DETECTOR = FACES_DEFAULT_DETECTOR
 #: Miskow's crops are the detector's box itself (no margin); see docs/datasets/ckplus.md.
 DEFAULT_MARGIN = 0.0
 STORE_NAME = "images.h5"
@@ -37,8 +39,13 @@ MISKOW_SPLIT_NAME = "miskow"
 
 SIZE_OPTION = number(int, 16, 1024)
 COLOR_OPTION = choice(*COLORS)
+def _folder_or_none(name: str, value) -> None:
+    if value is not None and not isinstance(value, str):
+        raise DatasetError(f"invalid {name} {value!r}: expected a folder path.")
+
+
 CROP_OPTIONS = {"face_size": SIZE_OPTION, "color": COLOR_OPTION, "detector": dynamic_choice(video_detectors),
-                "margin": number(float, 0.0, 2.0)}
+                "margin": number(float, 0.0, 2.0), "detector_weights": _folder_or_none}
 
 
 def image_task(n_classes: int) -> Task:
@@ -71,7 +78,7 @@ class Cropped:
 
 
 def crop_images(jobs: list[ImageJob], raw_root: Path, *, detector: str, face_size: int, color: str, margin: float,
-                progress: bool, title: str) -> Cropped:
+                progress: bool, title: str, detector_weights: str | None = None) -> Cropped:
     """Decode each job's file, crop the largest face, resize to ``face_size``, convert to ``color``.
 
     A file that cannot be decoded, or in which no usable face is found, is a failures.csv row (stage
@@ -82,7 +89,7 @@ def crop_images(jobs: list[ImageJob], raw_root: Path, *, detector: str, face_siz
     out = Cropped()
     if not jobs:
         return out
-    det = get_detector(detector)
+    det = open_detector(detector, detector_weights)  # one instance for all images
     channels = COLORS[color]
     for job in _progress(jobs, progress, f"{title} faces"):
         sid = job.row["sample_id"]

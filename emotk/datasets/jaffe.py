@@ -12,7 +12,7 @@ failures.csv and skipped — not guessed. Other files (README, licence) are igno
 Class ids are the codes in alphabetical order: 0 AN anger, 1 DI disgust, 2 FE fear, 3 HA happy,
 4 NE neutral, 5 SA sad, 6 SU surprise. Subject = the initials (leave-one-subject-out:
 ``emotk split --by subject --folds 10``). Faces are cropped with the detector registry (largest
-face, default haar, no margin) and stored at ``face_size`` (default 48) in ``color`` (default grey).
+face, default detector: emotk's default (MTCNN), no margin) and stored at ``face_size`` (default 48) in ``color`` (default grey).
 """
 
 from __future__ import annotations
@@ -116,15 +116,16 @@ def find_jobs(raw_root: Path, folder: Path):
 
 
 def prepare(raw_root: Path, out_dir: Path, *, face_size: int = DEFAULT_SIZE, color: str = DEFAULT_COLOR,
-            detector: str = DEFAULT_DETECTOR, margin: float = DEFAULT_MARGIN, progress: bool = True, **other) -> Prepared:
+            detector: str = DEFAULT_DETECTOR, margin: float = DEFAULT_MARGIN, detector_weights: str | None = None,
+            progress: bool = True, **other) -> Prepared:
     """Crop the face of every JAFFE image into ``images.h5``; return manifest rows."""
-    check_options(SPEC, dict(face_size=face_size, color=color, detector=detector, margin=margin, progress=progress,
-                             **other))
+    check_options(SPEC, dict(face_size=face_size, color=color, detector=detector, margin=margin,
+                             detector_weights=detector_weights, progress=progress, **other))
     raw_root = Path(raw_root)
     folder = find_folder(raw_root)
     jobs, failures = find_jobs(raw_root, folder)
     cropped = crop_images(jobs, raw_root, detector=detector, face_size=face_size, color=color, margin=margin,
-                          progress=progress, title="JAFFE")
+                          progress=progress, title="JAFFE", detector_weights=detector_weights)
     attrs = store_attrs(folder.relative_to(raw_root).as_posix() or ".", face_size, COLORS[color],
                         crop_settings(detector, margin), dataset="jaffe")
     write_store(out_dir, cropped.images, attrs, cropped.image_attrs)

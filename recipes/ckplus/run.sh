@@ -11,7 +11,7 @@ source "$here/../lib.sh"
 [ "$folds_given" = 1 ] || folds=10
 source "$here/../fer_lib.sh"
 
-if run_stage 1 "prepare (labelled sequences: last 3 frames, contempt kept → 7 classes; Haar face crops 48x48 grey)"; then
+if run_stage 1 "prepare (labelled sequences: last 3 frames, contempt kept → 7 classes; MTCNN face crops 48x48 grey)"; then
   "${emotk[@]}" prepare ckplus --root "$root" --quiet
 fi
 if run_stage 2 "split: $folds subject-disjoint folds, checked for subject leakage"; then

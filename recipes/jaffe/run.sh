@@ -9,7 +9,7 @@ source "$here/../lib.sh"
 [ "$folds_given" = 1 ] || folds=10
 source "$here/../fer_lib.sh"
 
-if run_stage 1 "prepare (SS.EEn.N.tiff → 7 classes; Haar face crops 48x48 grey)"; then
+if run_stage 1 "prepare (SS.EEn.N.tiff → 7 classes; MTCNN face crops 48x48 grey)"; then
   "${emotk[@]}" prepare jaffe --root "$root" --quiet
 fi
 if run_stage 2 "split: leave-one-subject-out ($folds folds), checked for subject leakage"; then
