@@ -96,6 +96,8 @@ def prepare(
     mood_neutral_band: Optional[float] = typer.Option(None, min=0.0, max=10.0, callback=_finite,
                                                       help="AFEW-VA: |valence| within this band (valence scale −10…10) is neutral mood (default: 0)."),
     align: bool = typer.Option(False, "--align", help="Rotate video face crops so the eyes are level (mtcnn's landmarks)."),
+    option: list[str] = typer.Option([], "--option", "-o", help="Dataset option KEY=VALUE (JSON value), e.g. -o contempt=false "
+                                     "-o last_k=1 for CK+ (see docs/datasets/)."),
     detector_weights: Optional[Path] = typer.Option(None, help="Folder of the detector's weight files (mtcnn: pnet.pt, "
                                                     "rnet.pt, onet.pt) instead of the ones shipped with emotk."),
     workspace: Optional[Path] = WorkspaceOpt,
@@ -113,6 +115,7 @@ def prepare(
              "mood_neutral_band": mood_neutral_band, "align": align or None,
              "detector_weights": str(detector_weights) if detector_weights else None}
     options = {k: v for k, v in given.items() if v is not None}
+    options.update(_key_values(option, "--option"))
     options["progress"] = not quiet
     manifest, failures = prepare_dataset(ws, dataset, root, **options)
     typer.echo(f"prepared {dataset}: {manifest.height} samples, {manifest['subject'].n_unique()} subjects → {ws.manifest_path(dataset)}")
@@ -166,6 +169,8 @@ def split(
     by: str = typer.Option("subject", help="Grouping column of the manifest for k-fold: subject, session, speaker, …"),
     folds: int = typer.Option(5, min=2, help="Number of folds."),
     official: bool = typer.Option(False, "--official", help="Write the dataset's own train/validation/test split instead."),
+    miskow: bool = typer.Option(False, "--miskow", help="Write Miskow (2022)'s per-image split (80/20, seed 1337, 30 % of "
+                                "train as validation) as 'miskow'; it leaks subjects, so training on it needs --allow-leak."),
     pool: Optional[str] = typer.Option(None, help="Make folds only within this official split (e.g. train, as NAC-TCN on AffWild2)."),
     seed: int = typer.Option(0, min=0, help="Seed of the group shuffle."),
     name: Optional[str] = typer.Option(None, help="Split name (default: subject-k5, official, …)."),
@@ -189,6 +194,14 @@ def split(
         summary = splits.check_file(ws, ds, name_)
         typer.echo(_table(summary))
         typer.echo(f"split {name_!r}: no subject in two parts")
+        return
+    if miskow:
+        from emotk.datasets.faceimages import write_miskow_split
+
+        path = write_miskow_split(ws, ds, **({"name": name} if name else {}))
+        frame = splits.read_split(ws, ds, path.stem)
+        typer.echo(_table(frame.group_by("split").len().sort("split")))
+        typer.echo(f"wrote {path} (leaks subjects by design: `emotk split --check {path.stem}` says where)")
         return
     path, frame = splits.make_split(ws, ds, by="official" if official else by, folds=folds, seed=seed, pool=pool, name=name)
     col = "fold" if "fold" in frame.columns else "split"

@@ -103,7 +103,7 @@ def test_cli_prepare_loso_and_leaking_split_needs_allow_leak(raw, tmp_path):
     assert f"{len(jaffe_names())} samples, 3 subjects" in out and f"{len(JAFFE_BAD)} problems" in out
     run_cli("split", "--by", "subject", "--folds", "3", "--name", "loso", workspace=ws)
     run_cli("split", "--check", "loso", workspace=ws)
-    write_miskow_split(Workspace.open(ws), "jaffe")
+    assert "leaks subjects by design" in run_cli("split", "--miskow", workspace=ws).stdout
     bad = run_cli("split", "--check", "miskow", workspace=ws, check=False)
     assert bad.returncode == 2 and "leaks" in bad.stderr + bad.stdout
     if not model_registered("vgg16"):
@@ -111,6 +111,6 @@ def test_cli_prepare_loso_and_leaking_split_needs_allow_leak(raw, tmp_path):
     refused = run_cli("train", "vgg16", "--input", "image", "--split", "miskow", "--epochs", "1", "--quiet",
                       workspace=ws, check=False)
     assert refused.returncode == 2 and "--allow-leak" in refused.stderr + refused.stdout
-    run_cli("train", "vgg16", "--input", "image", "--split", "miskow", "--epochs", "1", "--batch-size", "4",
+    run_cli("train", "vgg16", "--split", "miskow", "--epochs", "1", "--batch-size", "4",  # image input inferred
             "--allow-leak", "--quiet", workspace=ws)
     assert list((ws / "runs" / "jaffe").glob("*/miskow/*/metrics.json"))

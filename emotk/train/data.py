@@ -131,29 +131,17 @@ class ImageSource:
     """Stream ``image``: the dataset's image store, in memory (uint8), one ``[C, H, W]`` image per sample."""
 
     def __init__(self, ws: Workspace, dataset: str, sample_ids: list[str]):
-        import h5py
+        from emotk.features.images import load_images
 
         path = ws.images_path(dataset)
         if not path.exists():
             raise EmotkError(f"no image store {path}: image datasets write it at prepare; run "
                              f"`emotk prepare {dataset} --root RAW_DIR` (again).")
-        try:
-            with h5py.File(path, "r") as f:
-                missing = [s for s in sample_ids if s not in f]
-                if missing:
-                    raise EmotkError(f"{len(missing)} samples of the split are not in {path} (e.g. {missing[0]!r}); "
-                                     "make the split again with `emotk split` after `emotk prepare`.")
-                images = [np.asarray(f[s][()]) for s in sample_ids]
-        except OSError as exc:
-            raise EmotkError(f"{path} is not a readable image store ({exc}); run `emotk prepare {dataset}` again.") from None
-        self.images = [torch.from_numpy(im[None] if im.ndim == 2 else np.ascontiguousarray(im.transpose(2, 0, 1)))
-                       for im in images]
-        shapes = {tuple(im.shape) for im in self.images}
-        if len(shapes) > 1 or any(im.dtype != torch.uint8 for im in self.images):
-            raise EmotkError(f"{path} holds images of several shapes or types ({sorted(shapes)[:3]}); "
-                             "run `emotk prepare` again.")
+        array = load_images(path, sample_ids)  # one uint8 array; a missing or odd sample is a WorkspaceError
+        array = array[:, None] if array.ndim == 3 else array.transpose(0, 3, 1, 2)
+        self.images = torch.from_numpy(np.ascontiguousarray(array))  # [N, C, H, W]
         self.masks = [np.ones(1, bool) for _ in sample_ids]
-        self.shape = shapes.pop() if shapes else ()
+        self.shape = tuple(self.images.shape[1:])
 
     def take(self, s: int, frames: np.ndarray) -> tuple[torch.Tensor, np.ndarray]:
         return self.images[s], np.ones(len(frames), bool)

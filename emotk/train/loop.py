@@ -197,6 +197,8 @@ def resolve(ws: Workspace, cfg: TrainConfig) -> Resolved:
     overrides = dict(cfg.overrides)
     if cfg.inputs:  # an explicit input decides the protocol's input kind
         overrides["input"] = next((k for k in ("crops", "image") if k in cfg.inputs), "frames")
+    elif model_info(cfg.model).streams == ("image",):  # an image model reads the image store whatever the protocol
+        overrides["input"] = "image"
     proto = protocols.resolve(cfg.protocol, cfg.dataset, overrides)
     inputs = resolve_inputs(ws, cfg, proto)
     prints = {
