@@ -101,7 +101,13 @@ def test_train_and_report(ws):
     assert set(preds["sample_id"]) == {"video45_1", "24-30-640x360"}
     assert preds["pred_valence"].abs().max() <= 1.0  # tanh head
     metrics = json.loads((run / "metrics.json").read_text())
-    assert metrics["status"] == "finished" and -1 <= metrics["metrics"]["ccc"] <= 1
+    assert metrics["status"] == "finished"
+
+    def ccc(t, p):  # Lin's CCC written out (population moments), independent of emotk.metrics
+        return 2 * np.mean((t - t.mean()) * (p - p.mean())) / (t.var() + p.var() + (t.mean() - p.mean()) ** 2)
+
+    by_hand = np.mean([ccc(preds[f"true_{k}"].to_numpy(), preds[f"pred_{k}"].to_numpy()) for k in ("valence", "arousal")])
+    assert metrics["metrics"]["ccc"] == pytest.approx(by_hand, abs=1e-6)  # the reported number is the predictions' CCC
     assert len(pl.read_csv(run / "history.csv")) == 2
     again = run_cli(*args, "--seeds", "1", workspace=ws)  # finished runs are not redone
     assert f"{metrics['metrics']['ccc']:.4f}" in again.stdout
