@@ -70,7 +70,7 @@ def main() -> None:
                             persistent_workers=args.workers > 0, pin_memory=amp, drop_last=True,
                             generator=torch.Generator().manual_seed(0))
         n_batches = len(loader)
-        preloaded = [to_device(b, streams, device) for b, _ in zip(loader, range(min(n_batches, args.steps + 2)))]
+        preloaded = [to_device(b, device) for b, _ in zip(loader, range(min(n_batches, args.steps + 2)))]
 
         def step(b: dict) -> None:
             with torch.autocast("cuda", enabled=amp):
@@ -90,11 +90,11 @@ def main() -> None:
             for i in range(k + 2):
                 try:
                     t0 = time.perf_counter()
-                    b = to_device(next(it), streams, device)
+                    b = to_device(next(it), device)
                 except StopIteration:
                     it = iter(loader)
                     t0 = time.perf_counter()
-                    b = to_device(next(it), streams, device)
+                    b = to_device(next(it), device)
                 step(b)
                 sync()
                 if i >= 2:

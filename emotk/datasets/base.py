@@ -80,6 +80,15 @@ def register_dataset(spec: DatasetSpec) -> DatasetSpec:
     return DATASETS.register(spec.name, spec)
 
 
+def progress_bar(items, enabled: bool, desc: str, unit: str):
+    """``items`` wrapped in a tqdm progress bar when ``enabled`` (prepare's long loops)."""
+    if not enabled:
+        return items
+    from tqdm import tqdm
+
+    return tqdm(items, desc=desc, unit=unit)
+
+
 def failure(sample_id: str, stage: str, file: str | Path, reason: str, what_to_do: str) -> dict:
     return {"sample_id": sample_id, "stage": stage, "file": str(file), "reason": reason, "what_to_do": what_to_do}
 

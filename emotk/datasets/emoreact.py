@@ -46,6 +46,7 @@ from emotk.datasets.base import (
     folder_or_none,
     list_raw_dir,
     number,
+    progress_bar,
     read_raw_text,
     register_dataset,
     sample_id_problem,
@@ -292,7 +293,7 @@ def prepare(
 
     faces_dir = Path(out_dir) / "faces"
     det = open_detector(detector, detector_weights) if jobs else None  # one instance for all clips
-    bar = _progress(jobs, progress, "EmoReact faces")
+    bar = progress_bar(jobs, progress, "EmoReact faces", "clip")
     for sid, video, label_row, split in bar:
         res = crop_video(video, faces_dir, {sid: None}, detector=det, face_size=face_size, every=every,
                          max_carry=max_carry, margin=margin, decoder=decoder, align=align)[sid]
@@ -335,15 +336,6 @@ def _valence_text(line: str) -> str:
     parts = [p for p in re.split(r"[,\s]+", line.strip()) if p]
     return repr(parts[8]) if len(parts) > 8 else "missing"
 
-
-def _progress(items, enabled: bool, desc: str):
-    if not enabled:
-        return items
-    try:
-        from tqdm import tqdm
-    except ImportError:
-        return items
-    return tqdm(items, desc=desc, unit="clip")
 
 
 SPEC = register_dataset(DatasetSpec(

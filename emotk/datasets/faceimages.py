@@ -15,7 +15,7 @@ import numpy as np
 import polars as pl
 
 from emotk.atomic import write_parquet
-from emotk.datasets.base import Task, choice, dynamic_choice, failure, number
+from emotk.datasets.base import Task, choice, dynamic_choice, failure, number, progress_bar
 from emotk.errors import DatasetError, SplitError
 from emotk.features.images import COLORS, crop_face, read_image_file, resize_square, store_attrs, to_channels, write_image_store
 from emotk.media.faces import DEFAULT_DETECTOR as FACES_DEFAULT_DETECTOR
@@ -91,7 +91,7 @@ def crop_images(jobs: list[ImageJob], raw_root: Path, *, detector: str, face_siz
         return out
     det = open_detector(detector, detector_weights)  # one instance for all images
     channels = COLORS[color]
-    for job in _progress(jobs, progress, f"{title} faces"):
+    for job in progress_bar(jobs, progress, f"{title} faces", "image"):
         sid = job.row["sample_id"]
         rel = job.path.relative_to(raw_root).as_posix()
         try:
@@ -131,15 +131,6 @@ def fit_precropped(image: np.ndarray, face_size: int, color: str) -> np.ndarray:
     """An already-cropped face image (FER2013) at ``face_size`` and ``color``."""
     return to_channels(resize_square(image, face_size), COLORS[color])
 
-
-def _progress(items, enabled: bool, desc: str):
-    if not enabled:
-        return items
-    try:
-        from tqdm import tqdm
-    except ImportError:
-        return items
-    return tqdm(items, desc=desc, unit="image")
 
 
 # --- Miskow's split -----------------------------------------------------------------------------------

@@ -459,7 +459,8 @@ def lr_factor(schedule: dict, base_lr: float, steps_per_epoch: int, epochs: int)
 # ------------------------------------------------------------------------------------ prediction and scoring
 
 
-def to_device(batch: dict, streams, device) -> dict:
+def to_device(batch: dict, device) -> dict:
+    """A batch on ``device``; pixel streams (uint8) become floats in [0, 1] there."""
     out = {}
     for k, v in batch.items():
         v = v.to(device, non_blocking=True)
@@ -479,7 +480,7 @@ def predict(model, loader, device, streams, amp: bool, tta: str = "none", classi
     outs, ys, valids = [], [], []
     with torch.inference_mode():
         for batch in loader:
-            b = to_device(batch, streams, device)
+            b = to_device(batch, device)
             acc = None
             for view in views:
                 inputs = [view(b[s]) if s in pixel else b[s] for s in streams]
@@ -780,7 +781,7 @@ def _train(ws: Workspace, run: Resolved, mode: str, info: ddp.DistInfo, progress
             total, n = 0.0, 0
             bar = tqdm(loader, desc=f"{cfg.model} {stage['name']} epoch {epoch + 1}/{stage['epochs']}", leave=False, disable=not show)
             for step, batch in enumerate(bar):
-                b = to_device(batch, streams, device)
+                b = to_device(batch, device)
                 inputs = []
                 for s in streams:
                     x = b[s]
