@@ -28,6 +28,7 @@ try:
 except ImportError:  # pragma: no cover - Windows
     fcntl = None
 
+_DETAILS_GRACE = 2.0  # seconds a waiter gives a fresh holder to write its details
 _HELD: dict[str, int] = {}  # lock files this process holds → nesting depth
 
 
@@ -110,13 +111,17 @@ def _acquire(fd: int, path, what: str, timeout: float | None, poll: float, notif
             return
         except BlockingIOError:
             pass
-        holder = describe_holder(lock_holder(path))
-        if timeout is not None and time.monotonic() - start >= timeout:
+        details = lock_holder(path)
+        holder = describe_holder(details)
+        waited = time.monotonic() - start
+        if timeout is not None and waited >= timeout:
             raise OutputLockedError(
                 f"{what} {path} is being written by {holder}; gave up after {timeout:g} s. Wait for that "
                 "process to finish (or stop it), then run the command again."
             )
-        if not told and notify is not None:
+        # The holder writes its details just after taking the lock: give it a moment before
+        # telling the user "unknown", so the line names the holder whenever it can.
+        if not told and notify is not None and (details or waited >= _DETAILS_GRACE):
             notify(f"waiting for {what} {path}: it is being written by {holder}")
             told = True
         time.sleep(poll)
