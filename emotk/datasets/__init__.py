@@ -35,6 +35,8 @@ _MODULES = [
     "emotk.datasets.fer2013",
     "emotk.datasets.ckplus",
     "emotk.datasets.jaffe",
+    "emotk.datasets.iemocap",
+    "emotk.datasets.mosei",
 ]
 
 __all__ = ["DATASETS", "DatasetSpec", "Prepared", "Task", "failure", "register_dataset", "get_dataset", "prepare_dataset",
