@@ -216,6 +216,7 @@ def test_user_errors_are_model_errors():
 def test_streams_are_taken_in_canonical_order():
     net = tiny("self_attn", streams=("video", "text"))
     assert net.streams == ("text", "video")
+    assert [tuple(x.shape) for x in net.example_inputs(2)] == [(2, 7, 5), (2, 4, 6)]
 
 
 # ---------------------------------------------------------------- training

@@ -121,6 +121,12 @@ class SelfCrossModel(nn.Module):
     def forward(self, *xs: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.embed(*xs))
 
+    def example_inputs(self, batch: int = 1) -> tuple[torch.Tensor, ...]:
+        """Zeros of every stream at its configured length and width, on the model's device (for counting)."""
+        p = next(self.parameters())
+        return tuple(torch.zeros(batch, self.encoders[s].in_len, self.encoders[s].rnn.input_size,
+                                 device=p.device, dtype=p.dtype) for s in self.streams)
+
 
 def pair_name(src: str, tgt: str) -> str:
     """``a2t`` for audio (key/value) → text (query)."""
@@ -204,7 +210,5 @@ register_preset(Preset(
 
 
 def example_inputs(model: SelfCrossModel, batch: int = 1) -> tuple[torch.Tensor, ...]:
-    """Zero inputs of the model's streams at their configured lengths and widths (for counting MACs)."""
-    p = next(model.parameters())
-    return tuple(torch.zeros(batch, enc.in_len, enc.rnn.input_size, device=p.device, dtype=p.dtype)
-                 for enc in (model.encoders[s] for s in model.streams))
+    """``model.example_inputs(batch)``: zero inputs of the model's streams (for counting MACs)."""
+    return model.example_inputs(batch)
