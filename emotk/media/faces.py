@@ -31,6 +31,13 @@ Cropping policy (:func:`crop_video`)
     Two-person videos: ``side="left"`` / ``"right"`` picks the left-most / right-most face; one
     person: the face overlapping the previous box most, else the largest.
 
+Spans, rates and halves (:class:`CropTarget`)
+    A target may be a :class:`CropTarget` instead of a side: a time span ``[start, end)`` in seconds,
+    a ``rate`` (frames per second kept; 0 = every frame) and a ``half`` (``"left"`` / ``"right"``:
+    detect and crop in that half of a split-screen frame only). Its frames are numbered 0, 1, … in
+    the order kept (:func:`span_frames` says which source frames), and the policy above runs over
+    them. One decode serves every target of a video (IEMOCAP: all utterances of both speakers).
+
 Output
     ``<faces_dir>/<sample_id>/NNNNN.jpg`` (0-based frame index, 5 digits) and ``crop.json`` (the
     options, decoder, counts, no-face frame ranges). A sample's crops are written into a hidden
@@ -41,6 +48,7 @@ Output
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import uuid
@@ -594,6 +602,7 @@ class CropResult:
     no_face_ranges: list = field(default_factory=list)
     rejected_boxes: list = field(default_factory=list)  # [[frame index, why the box gives no face crop], ...]
     landmarks: list = field(default_factory=list)  # [[key frame index, [[x, y] × 5]], ...] (detectors with landmarks)
+    source_frames: list = field(default_factory=list)  # span targets: the source frame index of each frame kept
 
     @property
     def ok(self) -> bool:
@@ -641,7 +650,7 @@ def _reuse(faces_dir: Path, sid: str, options: dict, source: dict) -> CropResult
                           decoder=r["decoder"], n_frames_reported=int(r["n_frames_reported"]),
                           no_face_frames=int(r["no_face_frames"]), decode_note=r.get("decode_note"), reused=True,
                           no_face_ranges=r.get("no_face_ranges", []), rejected_boxes=r.get("rejected_boxes", []),
-                          landmarks=r.get("landmarks", []))
+                          landmarks=r.get("landmarks", []), source_frames=r.get("source_frames", []))
     except (KeyError, TypeError, ValueError):
         return None
 
@@ -650,14 +659,99 @@ def _meta(result: CropResult, options: dict, source: dict) -> dict:
     r = asdict(result)
     for k in ("reused", "error", "sample_id", "media"):
         r.pop(k)
+    if not r["source_frames"]:
+        r.pop("source_frames")  # whole-video crops: crop.json as before spans existed
     return {"sample_id": result.sample_id, "options": options, "source": source, "result": r,
             "emotk_version": __version__, "frame_naming": "NNNNN.jpg, 0-based frame index"}
+
+
+@dataclass(frozen=True)
+class CropTarget:
+    """What one output sample of :func:`crop_video` takes from the video.
+
+    side: None (the one person), ``"left"`` / ``"right"`` (the left-most / right-most face).
+    start, end: the time span in seconds, ``[start, end)``; None = the video's start / end.
+    rate: frames per second to keep (:func:`span_frames`); 0 = every frame.
+    half: None (the whole frame), ``"left"`` / ``"right"``: that half of a split-screen frame is cut
+    out first; detection, boxes and crops all happen inside it (the other half's person never shows).
+    """
+
+    side: str | None = None
+    start: float | None = None
+    end: float | None = None
+    rate: float = 0.0
+    half: str | None = None
+
+    def __post_init__(self):
+        for name in ("side", "half"):
+            if getattr(self, name) not in (None, "left", "right"):
+                raise ValueError(f"{name} must be None, 'left' or 'right', not {getattr(self, name)!r}")
+        for name in ("start", "end"):
+            v = getattr(self, name)
+            if v is not None and (isinstance(v, bool) or not math.isfinite(float(v)) or float(v) < 0):
+                raise ValueError(f"{name} must be a time >= 0 in seconds or None, not {v!r}")
+        if self.start is not None and self.end is not None and self.end <= self.start:
+            raise ValueError(f"the span must end after it starts (start {self.start}, end {self.end})")
+        if not math.isfinite(float(self.rate)) or self.rate < 0:
+            raise ValueError(f"rate must be >= 0 frames per second (0 = every frame), not {self.rate!r}")
+
+    @property
+    def whole(self) -> bool:
+        """Whether this target is a plain side (the whole video, every frame, the whole picture)."""
+        return self.start is None and self.end is None and not self.rate and self.half is None
+
+    def options(self) -> dict:
+        return {"start": self.start, "end": self.end, "rate": float(self.rate), "half": self.half}
+
+
+_EPS = 1e-6  # seconds × fps: a time that falls on a frame's timestamp up to rounding is that frame's
+
+
+def _iter_span(fps: float, start: float | None, end: float | None, rate: float) -> Iterator[int]:
+    lo = float(start or 0.0)
+    hi = None if end is None else math.ceil(float(end) * fps - _EPS)  # first frame at or after ``end``
+    if not rate or rate >= fps:
+        i = max(0, math.ceil(lo * fps - _EPS))
+        while hi is None or i < hi:
+            yield i
+            i += 1
+        return
+    k, last = 0, -1
+    while True:
+        t = lo + k / rate
+        i = max(0, math.ceil(t * fps - _EPS))
+        if hi is not None and i >= hi:
+            return
+        if i > last:
+            yield i
+            last = i
+        k += 1
+
+
+def span_frames(fps: float, start: float | None = None, end: float | None = None, rate: float = 0.0,
+                n_frames: int | None = None) -> list[int]:
+    """Source frame indices a :class:`CropTarget` keeps, frame ``i`` being at ``i / fps`` seconds.
+
+    Every frame with ``start <= i/fps < end`` when ``rate`` is 0 or at least ``fps``; otherwise, for
+    the times ``start + k/rate < end`` (k = 0, 1, …), the first frame at or after each. ``n_frames``
+    bounds the list (needed when ``end`` is None).
+    """
+    if not fps > 0:
+        raise ValueError(f"fps must be > 0, not {fps!r}")
+    if end is None and n_frames is None:
+        raise ValueError("span_frames needs end or n_frames")
+    out = []
+    for i in _iter_span(fps, start, end, rate):
+        if n_frames is not None and i >= n_frames:
+            break
+        out.append(i)
+    return out
 
 
 def crop_video(
     video: str | Path,
     faces_dir: str | Path,
-    targets: Mapping[str, str | None] | str,
+    targets: Mapping[str, str | None | CropTarget] | str,
     *,
     detector: str | object = DEFAULT_DETECTOR,
     face_size: int = DEFAULT_FACE_SIZE,
@@ -672,7 +766,8 @@ def crop_video(
     """Crop faces from one video into ``<faces_dir>/<sample_id>/NNNNN.jpg`` for each target.
 
     targets: ``{sample_id: side}`` with side None (the one person), ``"left"`` or ``"right"``
-    (two-person videos: one decode serves both), or a single sample id.
+    (two-person videos: one decode serves both), a :class:`CropTarget` (a time span, a frame rate
+    and/or one half of a split-screen frame; one decode serves every target), or a single sample id.
     Never raises for a bad video: the result's ``error`` says why (MediaError message). Disk errors
     (OSError) do propagate. See the module docstring for the detection / carry / no-face policy.
 
@@ -686,9 +781,8 @@ def crop_video(
     faces_dir = Path(faces_dir)
     if isinstance(targets, str):
         targets = {targets: None}
-    for side in targets.values():
-        if side not in (None, "left", "right"):
-            raise ValueError(f"side must be None, 'left' or 'right', not {side!r}")
+    spans = {sid: t if isinstance(t, CropTarget) else CropTarget(side=t) for sid, t in targets.items()}
+    targets = {sid: t.side for sid, t in spans.items()}
     if every < 1 or max_carry < 0 or face_size < 8:
         raise ValueError("every >= 1, max_carry >= 0 and face_size >= 8 are required")
     det = get_detector(detector) if isinstance(detector, str) else detector
@@ -711,6 +805,10 @@ def crop_video(
         source = _source(video)
     except OSError:
         return {sid: CropResult(sid, error=f"video {video} does not exist") for sid in targets}
+    if not all(t.whole for t in spans.values()):
+        return _crop_spans(video, faces_dir, spans, det, det_name, source, face_size=face_size, every=every,
+                           max_carry=max_carry, margin=margin, crop=crop, align=align, decoder=decoder,
+                           jpeg_quality=jpeg_quality, reuse=reuse)
 
     results: dict[str, CropResult] = {}
     todo: dict[str, str | None] = {}
@@ -784,6 +882,164 @@ def crop_video(
             for w in writers.values():
                 w.abort()
     return results
+
+
+class _SpanSample:
+    """One span target while its video streams: which source frames it keeps, its track and writer."""
+
+    def __init__(self, sid: str, target: CropTarget, fps: float):
+        self.sid, self.target = sid, target
+        self._next = _iter_span(fps, target.start, target.end, target.rate)
+        self.want = next(self._next, None)  # the next source frame it keeps (None: the span is over)
+        self.source_frames: list[int] = []
+        self.pending: list[tuple[int, np.ndarray]] = []
+        self.writer: _SampleWriter | None = None
+        self.track: _FaceTrack | None = None
+        self.closed = False
+
+    def advance(self) -> None:
+        self.want = next(self._next, None)
+
+
+def _half(frame: np.ndarray, half: str | None) -> np.ndarray:
+    if half is None:
+        return frame
+    w = frame.shape[1]
+    return np.ascontiguousarray(frame[:, : w // 2] if half == "left" else frame[:, w // 2:])
+
+
+def _crop_spans(video: Path, faces_dir: Path, spans: Mapping[str, CropTarget], det, det_name: str, source: dict, *,
+                face_size: int, every: int, max_carry: int, margin: float, crop: str, align: bool, decoder: str,
+                jpeg_quality: int, reuse: bool) -> dict[str, CropResult]:
+    """:func:`crop_video` for :class:`CropTarget` targets: one decode, each target's frames as it keeps them.
+
+    Crops go to each target's temporary folder as its span streams by; all are committed when the
+    video has been read (a target whose span lies wholly outside the video gets an ``error``).
+    """
+    def opts_of(t: CropTarget) -> dict:
+        return {**_options(det_name, face_size, every, max_carry, margin, t.side, det), "span": t.options()}
+
+    results: dict[str, CropResult] = {}
+    todo: dict[str, CropTarget] = {}
+    for sid, t in spans.items():
+        _check_sid(sid)
+        cached = _reuse(faces_dir, sid, opts_of(t), source) if reuse else None
+        if cached is not None:
+            results[sid] = cached
+        else:
+            todo[sid] = t
+    if not todo:
+        return results
+
+    stream = VideoStream(video, decoder=decoder)
+    samples: dict[str, _SpanSample] = {}
+    batch = max(1, int(getattr(det, "batch_size", 1) or 1)) if hasattr(det, "detect_batch") else 1
+    queue: list[tuple[tuple, np.ndarray, _SpanSample, int, list]] = []  # key frames waiting for detection
+
+    def flush() -> None:
+        unique: dict[tuple, np.ndarray] = {}
+        for key, image, *_ in queue:
+            unique.setdefault(key, image)  # two samples keying the same frame and half: detect once
+        keys = list(unique)
+        images = [unique[k] for k in keys]
+        found = det.detect_batch(images) if len(images) > 1 else [det.detect(f) for f in images]
+        dets = dict(zip(keys, found))
+        for key, image, smp, j, pend in queue:
+            boxes = select_faces(dets[key], {smp.sid: smp.track}, image.shape[1])
+            smp.track.key(j, image, boxes[smp.sid], pend)
+        queue.clear()
+
+    def on_key(smp: _SpanSample, key: tuple, j: int, image: np.ndarray, pend) -> None:
+        queue.append((key, image, smp, j, pend))
+        if len(queue) >= batch:
+            flush()
+
+    def close(smp: _SpanSample) -> None:
+        """The span is over: its last frame is a key frame too (it bounds the interpolation)."""
+        smp.closed = True
+        if smp.track is None:
+            return
+        if smp.pending:
+            j, image = smp.pending.pop()
+            on_key(smp, (smp.source_frames[j], smp.target.half), j, image, smp.pending)
+            smp.pending = []
+        flush()
+        smp.track.finish()
+
+    committed: set[str] = set()
+    try:
+        try:
+            for idx, frame in stream:
+                if not samples:
+                    if not stream.fps > 0:
+                        raise MediaError(f"video {video} states no frame rate, so time spans cannot be cut from it; "
+                                         f"{FIX_HINT_SPANS}")
+                    samples = {sid: _SpanSample(sid, t, float(stream.fps)) for sid, t in todo.items()}
+                halves: dict[str | None, np.ndarray] = {}
+                for smp in samples.values():
+                    if smp.closed:
+                        continue
+                    if smp.want == idx:
+                        if smp.track is None:
+                            smp.writer = _SampleWriter(faces_dir, smp.sid, jpeg_quality)
+                            smp.track = _FaceTrack(smp.writer, side=smp.target.side, max_carry=max_carry,
+                                                   face_size=face_size, margin=margin, crop=crop, align=align)
+                        if smp.target.half not in halves:
+                            halves[smp.target.half] = _half(frame, smp.target.half)
+                        image = halves[smp.target.half]
+                        j = len(smp.source_frames)
+                        smp.source_frames.append(idx)
+                        if j % every == 0:
+                            on_key(smp, (idx, smp.target.half), j, image, smp.pending)
+                            smp.pending = []
+                        else:
+                            smp.pending.append((j, image))
+                        smp.advance()
+                    if smp.want is None:
+                        close(smp)
+            for smp in samples.values():
+                if not smp.closed:
+                    close(smp)
+            flush()
+        except MediaError as exc:
+            return {**results, **{sid: CropResult(sid, error=str(exc)) for sid in todo}}
+        notes = "; ".join(([stream.error] if stream.error else []) + stream.notes) or None
+        fps = float(stream.fps)
+        duration = stream.n_decoded / fps
+        for sid, t in todo.items():
+            smp = samples[sid]
+            bound = None if t.end is not None else max(stream.n_frames_reported, stream.n_decoded)
+            expected = len(span_frames(fps, t.start, t.end, t.rate, bound))
+            got = len(smp.source_frames)
+            span_text = f"{t.start or 0:.2f}-{'end' if t.end is None else f'{t.end:.2f}'} s"
+            if smp.track is None:
+                results[sid] = CropResult(sid, error=(
+                    f"the span {span_text} holds no frame of the video ({stream.n_decoded} frames at {fps:g} fps "
+                    f"= {duration:.2f} s)"))
+                continue
+            note = notes
+            if got < expected:
+                short = f"the span {span_text} runs past the video's end at {duration:.2f} s: {got} of {expected} frames"
+                note = f"{short}; {notes}" if notes else short
+            rate = float(t.rate) if t.rate and t.rate < fps else fps
+            res = CropResult(
+                sample_id=sid, media=f"faces/{sid}", n_frames=got, fps=rate, decoder=stream.decoder_used or "",
+                n_frames_reported=expected, no_face_frames=len(smp.track.no_face), decode_note=note,
+                no_face_ranges=_ranges(smp.track.no_face), rejected_boxes=smp.track.rejected,
+                landmarks=smp.track.landmarks, source_frames=list(smp.source_frames),
+            )
+            smp.writer.commit(_meta(res, opts_of(t), source))
+            committed.add(sid)
+            results[sid] = res
+    finally:
+        for sid, smp in samples.items():
+            if sid not in committed and smp.writer is not None:
+                smp.writer.abort()
+    return results
+
+
+#: What to do about a video whose time axis cannot be read.
+FIX_HINT_SPANS = "re-encode it with `ffmpeg -i IN -c:v libx264 -r 30 OUT` (a constant frame rate)"
 
 
 def crop_frames(
