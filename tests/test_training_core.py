@@ -152,11 +152,11 @@ stages:
     optimizer: {name: adam, lr: 0.003}
     schedule: {name: none}
   - name: all
-    epochs: 3
+    epochs: 8
     batch_size: 4
     optimizer: {name: sgd, lr: 0.01, momentum: 0.9, nesterov: true}
     schedule: {name: step, per: step, step_size: 2, gamma: 0.5}
-    early_stopping: {patience: 5}
+    early_stopping: {patience: 10}
 """
 
 
@@ -168,7 +168,7 @@ def test_two_stage_protocol_killed_in_stage_two_resumes_exactly(ws, tmp_path):
     emotk(*args, "--runs", str(tmp_path / "straight"), workspace=ws.root)
     straight = find_run(tmp_path / "straight", "gru-sm", "official", "official-seed1")
     hist = pl.read_csv(straight / "history.csv")
-    assert hist["stage"].to_list() == ["head"] * 2 + ["all"] * 3
+    assert hist["stage"].to_list() == ["head"] * 2 + ["all"] * 8
     run = tmp_path / "killed" / straight.relative_to(tmp_path / "straight")
 
     def in_stage_two() -> bool:
@@ -296,7 +296,8 @@ def test_end_to_end_from_crops_learns_and_tta_evaluates(ws, tmp_path):
     assert config["params"] == 4_344_144 - 441_000 + 21_984 + 34
     assert config["macs"] > 128 * 5_000_000  # ... and of its MACs (regnet at 32 px: ~8 MMACs a frame, 128 frames)
     loss = pl.read_csv(run / "history.csv")["train_loss"].to_list()
-    assert loss[-1] < loss[0], loss  # it learns
+    # it learns: an epoch ends below the first (4 augmented epochs on a miniature are noisy, so not "the last")
+    assert min(loss[1:]) < 0.9 * loss[0], loss
     plain = emotk("evaluate", str(run), workspace=ws.root).stdout
     flipped = emotk("evaluate", str(run), "--tta", "hflip", workspace=ws.root).stdout
     metrics = json.loads((run / "metrics.json").read_text())["metrics"]

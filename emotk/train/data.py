@@ -10,8 +10,11 @@ Streams (one source object per kind reads one sample's frames):
   ``[H, W]`` or ``[H, W, 3]`` per sample id, held in memory), ``[C, H, W]`` uint8 per item (image
   datasets have windows of one "frame").
 
-(``audio``, ``text`` and ``video`` sources plug in the same way: a ``masks`` list, a ``shape`` and
-``take(sample, frames)``.)
+- ``text``, ``audio``, ``video``: per-utterance feature sequences (``features/<name>.h5``: token
+  vectors, audio frames or functionals, per-utterance frame features), each cut or zero padded to the
+  protocol's fixed ``lengths[stream]`` (keeping the first steps), ``[L_s, D_s]`` per item. They are not
+  aligned in time with each other: an utterance is one item (one "frame" on the window axis, like an
+  image), and each stream brings its own time mask ``<stream>_mask`` ``[L_s]``.
 
 A batch is ``{stream: [B, L, …], "<stream>_mask": [B, L], "valid": [B, L], "y": targets, "index": [B]}``:
 ``<stream>_mask`` marks the frames the stream really observed, ``valid`` the frames the loss and the
@@ -42,7 +45,8 @@ from emotk.errors import EmotkError
 from emotk.features.store import FeatureStore
 from emotk.workspace import Workspace
 
-STREAMS = ("frames", "crops", "image")
+SEQUENCE_STREAMS = ("text", "audio", "video")
+STREAMS = ("frames", "crops", "image") + SEQUENCE_STREAMS
 
 
 def check_in_manifest(ws: Workspace, dataset: str, sample_ids: list[str], what: str) -> pl.DataFrame:
@@ -57,21 +61,27 @@ def check_in_manifest(ws: Workspace, dataset: str, sample_ids: list[str], what: 
     return pl.DataFrame({"sample_id": sample_ids}).join(manifest, on="sample_id", how="left", maintain_order="left")
 
 
+def read_cache(ws: Workspace, dataset: str, name: str, sample_ids: list[str], stream: str,
+               how: str) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(features, mask) of every sample from feature cache ``name``; a missing cache or sample is an error."""
+    path = ws.feature_path(dataset, name)
+    if not path.exists() and not path.with_name(path.stem + ".parts").is_dir():
+        raise EmotkError(f"no feature cache {name!r} in {path.parent}: make it with `emotk extract {how} --name {name}` "
+                         f"(or pick another with --input {stream}=NAME).")
+    with FeatureStore(path) as store:
+        missing = [s for s in sample_ids if s not in store]
+        if missing:
+            raise EmotkError(f"{len(missing)} samples of the split have no features in {path} (e.g. {missing[0]!r}); "
+                             "run `emotk extract` again (it adds only what is missing) or see failures.csv: "
+                             "samples that could not be extracted are listed there.")
+        return [store.read(s) for s in sample_ids]
+
+
 class FrameSource:
     """Stream ``frames``: a feature cache, in memory (float16)."""
 
     def __init__(self, ws: Workspace, dataset: str, name: str, sample_ids: list[str]):
-        path = ws.feature_path(dataset, name)
-        if not path.exists() and not path.with_name(path.stem + ".parts").is_dir():
-            raise EmotkError(f"no feature cache {name!r} in {path.parent}: make it with "
-                             f"`emotk extract --encoder ENCODER --name {name}` (or pick another with --input frames=NAME).")
-        with FeatureStore(path) as store:
-            missing = [s for s in sample_ids if s not in store]
-            if missing:
-                raise EmotkError(f"{len(missing)} samples of the split have no features in {path} (e.g. {missing[0]!r}); "
-                                 "run `emotk extract` again (it adds only what is missing) or see failures.csv: "
-                                 "samples that could not be extracted are listed there.")
-            loaded = [store.read(s) for s in sample_ids]
+        loaded = read_cache(ws, dataset, name, sample_ids, "frames", "--encoder ENCODER")
         self.feats = [np.asarray(f, dtype=np.float16) for f, _ in loaded]
         self.masks = [np.asarray(m, dtype=bool) for _, m in loaded]
         self.shape = tuple(self.feats[0].shape[1:]) if self.feats else ()
@@ -147,6 +157,44 @@ class ImageSource:
         return self.images[s], np.ones(len(frames), bool)
 
 
+class SequenceSource:
+    """Streams ``text`` / ``audio`` / ``video``: one whole sequence per utterance, cut or zero padded to
+    ``length`` steps (the first steps are kept), in memory (float32). Steps the cache marks unobserved
+    (a frame without a face, an out-of-vocabulary token) are zeros and False in the time mask.
+    Functionals (``[D]`` per sample) are one step. A sample with no step is unobserved (left out)."""
+
+    whole = True
+
+    def __init__(self, ws: Workspace, dataset: str, stream: str, name: str, sample_ids: list[str], length: int):
+        how = {"text": "--text glove", "audio": "--audio KIND", "video": "--encoder ENCODER"}[stream]
+        loaded = read_cache(ws, dataset, name, sample_ids, stream, how)
+        self.length = length
+        self.seqs: list[np.ndarray] = []
+        self.time_masks: list[np.ndarray] = []
+        dims = set()
+        for feats, mask in loaded:
+            feats = np.asarray(feats, dtype=np.float32)
+            mask = np.asarray(mask, dtype=bool).reshape(-1)
+            if feats.ndim == 1:
+                feats, mask = feats[None], np.ones(1, bool)
+            feats = np.where(mask[:, None], feats, 0.0)[:length].astype(np.float32)
+            dims.add(feats.shape[1])
+            self.seqs.append(feats)
+            self.time_masks.append(mask[:length])
+        if len(dims) > 1:
+            raise EmotkError(f"feature cache {name!r} holds samples of different widths {sorted(dims)}; extract it again.")
+        self.masks = [np.array([bool(m.any())]) for m in self.time_masks]
+        self.shape = (length, dims.pop() if dims else 0)
+
+    def take_whole(self, s: int) -> tuple[torch.Tensor, torch.Tensor]:
+        x = torch.zeros(self.shape, dtype=torch.float32)
+        m = torch.zeros(self.length, dtype=torch.bool)
+        n = len(self.seqs[s])
+        x[:n] = torch.from_numpy(self.seqs[s])
+        m[:n] = torch.from_numpy(self.time_masks[s])
+        return x, m
+
+
 @dataclass
 class Labels:
     frame: list[np.ndarray | None]  # per sample [T, L] float32 (NaN = no label), frame tasks
@@ -165,7 +213,7 @@ def load_labels(ws: Workspace, dataset: str, rows: pl.DataFrame, task: Task) -> 
 
 
 def make_sources(ws: Workspace, dataset: str, inputs: dict[str, str], sample_ids: list[str], what: str,
-                 image_size: int | None = None) -> tuple[dict, pl.DataFrame]:
+                 image_size: int | None = None, lengths: dict[str, int] | None = None) -> tuple[dict, pl.DataFrame]:
     """The sources of ``inputs`` (stream → spec) for ``sample_ids``, and their manifest rows."""
     rows = check_in_manifest(ws, dataset, sample_ids, what)
     sources = {}
@@ -176,6 +224,12 @@ def make_sources(ws: Workspace, dataset: str, inputs: dict[str, str], sample_ids
             sources[stream] = CropSource(ws, dataset, rows, int(image_size or spec or 112))
         elif stream == "image":
             sources[stream] = ImageSource(ws, dataset, sample_ids)
+        elif stream in SEQUENCE_STREAMS:
+            length = (lengths or {}).get(stream)
+            if not length:
+                raise EmotkError(f"the protocol gives no length for stream {stream!r}: add it to its `lengths` "
+                                 f"(or pass --set lengths.{stream}=N), e.g. text 128, audio 1000, video 32 as Rajan et al.")
+            sources[stream] = SequenceSource(ws, dataset, stream, spec, sample_ids, int(length))
         else:
             raise EmotkError(f"unknown input stream {stream!r}; this emotk reads {', '.join(STREAMS)}.")
     return sources, rows
@@ -268,6 +322,9 @@ class WindowDataset(Dataset):
         valid = self.windows.valid[i].copy()
         item: dict = {"index": i}
         for name, src in self.sources.items():
+            if getattr(src, "whole", False):  # a whole sequence with its own time axis and mask
+                item[name], item[f"{name}_mask"] = src.take_whole(s)
+                continue
             x, ok = src.take(s, frames)
             item[name], item[f"{name}_mask"] = x, torch.from_numpy(ok)
             valid &= ok

@@ -66,7 +66,7 @@ from emotk.models import build, find_preset, model_info
 from emotk.splits import check, read_split
 from emotk.train import protocol as protocols
 from emotk.train.augment import TTA_SETS, augment, step_seed
-from emotk.train.data import WindowDataset, collate, load_labels, make_sources
+from emotk.train.data import SEQUENCE_STREAMS, WindowDataset, collate, load_labels, make_sources
 from emotk.train.losses import LOSSES, check_loss_options
 from emotk.workspace import Workspace
 
@@ -157,7 +157,19 @@ class Resolved:
 
 
 def resolve_inputs(ws: Workspace, cfg: TrainConfig, proto: dict) -> dict[str, str]:
-    """The streams a run reads: the request's, else the protocol's input kind (frames: the only cache)."""
+    """The streams a run reads: the request's, else the protocol's input kind (frames: the only cache;
+    streams: the request's, else the protocol's default caches)."""
+    if proto["input"] == "streams":
+        # the streams the request names (a uni- or bi-modal run names one or two), else the protocol's
+        inputs = dict(cfg.inputs) if cfg.inputs else dict(proto["inputs"])
+        if not inputs:
+            raise RunError("this run reads per-utterance streams but none is given: pass --input text=NAME, "
+                           "--input audio=NAME and/or --input video=NAME (feature caches made by `emotk extract`).")
+        unknown = [k for k in inputs if k not in SEQUENCE_STREAMS]
+        if unknown:
+            raise RunError(f"--input {unknown[0]}=… cannot be mixed with per-utterance streams "
+                           f"({', '.join(SEQUENCE_STREAMS)}).")
+        return inputs
     if cfg.inputs:
         return dict(cfg.inputs)
     if proto["input"] in ("crops", "image"):
@@ -195,7 +207,9 @@ def resolve(ws: Workspace, cfg: TrainConfig) -> Resolved:
     task = dataset_task(ws, cfg.dataset)
     model_info(cfg.model)  # unknown model: a clear error now
     overrides = dict(cfg.overrides)
-    if cfg.inputs:  # an explicit input decides the protocol's input kind
+    if cfg.inputs.keys() & set(SEQUENCE_STREAMS) or model_info(cfg.model).family == "multimodal":
+        overrides["input"] = "streams"
+    elif cfg.inputs:  # an explicit input decides the protocol's input kind
         overrides["input"] = next((k for k in ("crops", "image") if k in cfg.inputs), "frames")
     elif model_info(cfg.model).streams == ("image",):  # an image model reads the image store whatever the protocol
         overrides["input"] = "image"
@@ -208,7 +222,7 @@ def resolve(ws: Workspace, cfg: TrainConfig) -> Resolved:
         "split": fingerprint(ws.split_path(cfg.dataset, cfg.split)),
     }
     for stream, spec in inputs.items():
-        if stream == "frames":
+        if stream == "frames" or stream in SEQUENCE_STREAMS:
             prints[f"features:{spec}"] = _store_fingerprint(ws.feature_path(cfg.dataset, spec))
     identity = {
         "model": cfg.model, "size": cfg.size, "dataset": cfg.dataset, "split": cfg.split,
@@ -349,7 +363,17 @@ def build_model(run: Resolved, shapes: dict[str, tuple]) -> tuple[torch.nn.Modul
         temporal = build(cfg.model, cfg.size, cfg.dataset, in_dim=encoder.dim, out_dim=run.task.out_dim,
                          head=run.task.head, **cfg.model_options)
         return EndToEnd(encoder.module.train(), temporal, enc["checkpointing"], enc["channels_last"]), ("crops",)
-    streams = model_info(cfg.model).streams
+    info = model_info(cfg.model)
+    if info.family == "multimodal":  # takes the subset of its streams the run gives, in its order
+        streams = tuple(s for s in info.streams if s in shapes)
+        if not streams:
+            raise RunError(f"model {cfg.model!r} reads {', '.join(info.streams)}; give at least one with --input "
+                           "(e.g. --input text=glove --input audio=mfcc).")
+        net = build(cfg.model, cfg.size, cfg.dataset, out_dim=run.task.out_dim, head=run.task.head, streams=streams,
+                    in_dims={s: shapes[s][-1] for s in streams}, in_lens={s: shapes[s][0] for s in streams},
+                    **cfg.model_options)
+        return net, streams
+    streams = info.streams
     missing = [s for s in streams if s not in shapes]
     if missing:
         raise RunError(f"model {cfg.model!r} reads the stream(s) {missing}, which this run lacks; "
@@ -571,7 +595,7 @@ def class_names(ws: Workspace, dataset: str, task: Task) -> list[str]:
 
 def make_dataset(ws: Workspace, run: Resolved, ids: list[str], what: str) -> WindowDataset:
     image_size = run.protocol["encoder"]["image_size"] if "crops" in run.inputs else None
-    sources, rows = make_sources(ws, run.cfg.dataset, run.inputs, ids, what, image_size)
+    sources, rows = make_sources(ws, run.cfg.dataset, run.inputs, ids, what, image_size, run.protocol["lengths"])
     labels = load_labels(ws, run.cfg.dataset, rows, run.task)
     return WindowDataset(sources, labels, run.task, run.seq_len, run.protocol["frame_stride"], ids)
 
@@ -672,7 +696,7 @@ def _train(ws: Workspace, run: Resolved, mode: str, info: ddp.DistInfo, progress
         model.encoder.to(memory_format=torch.channels_last)
     if info.rank > 0:  # dropout masks differ across ranks (rank 0 keeps the single-process stream)
         torch.manual_seed(cfg.seed + 1_000_003 * info.rank)
-    primary = task.metric
+    primary = proto["metric"] or task.metric
     higher = metrics.higher_is_better(primary)
     preset = find_preset(cfg.model, cfg.size, cfg.dataset)
     macs_len = preset.seq_len if preset and preset.seq_len else run.seq_len
@@ -738,7 +762,8 @@ def _train(ws: Workspace, run: Resolved, mode: str, info: ddp.DistInfo, progress
         steps = len(sampler.global_batches())
         factor = lr_factor(stage["schedule"], stage["optimizer"]["lr"], steps, stage["epochs"])
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-        plateau = (torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max" if higher else "min",
+        plateau_on_loss = stage["schedule"]["monitor"] == "loss"
+        plateau = (torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max" if higher and not plateau_on_loss else "min",
                                                               factor=stage["schedule"]["factor"],
                                                               patience=stage["schedule"]["patience"])
                    if stage["schedule"]["name"] == "plateau" else None)
@@ -825,7 +850,7 @@ def _train(ws: Workspace, run: Resolved, mode: str, info: ddp.DistInfo, progress
                     else:
                         bad += 1
                 if plateau is not None:
-                    plateau.step(metric_value)
+                    plateau.step(row["val_loss"] if plateau_on_loss else metric_value)
                 stopped = es is not None and bad >= es["patience"]
             history.append(row)
             rngs = ddp.gather_objects(_rng_state())

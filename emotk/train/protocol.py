@@ -5,7 +5,14 @@ user passes). Top-level keys:
 
 ``name``, ``description``
 ``input``          ``frames`` (a cached feature stream), ``crops`` (face crops through a frame
-                   encoder trained with the model, end to end) or ``image`` (an image store)
+                   encoder trained with the model, end to end), ``image`` (an image store) or
+                   ``streams`` (per-utterance feature sequences: ``text``, ``audio``, ``video``)
+``inputs``         for ``input: streams``: the default feature cache of each stream
+                   (``{text: glove, audio: mfcc, video: resnet101}``); ``--input STREAM=NAME`` overrides
+``lengths``        for ``input: streams``: the fixed length of each stream (zero padded, or cut keeping
+                   the first steps), e.g. ``{text: 128, audio: 1000, video: 32}``
+``metric``         the metric that selects the epoch and drives early stopping (default: the task's,
+                   e.g. ``ua``); the reported table always carries every metric
 ``encoder``        for ``input: crops``: ``name`` (torchvision model), ``weights`` (imagenet | none |
                    PATH), ``image_size``, ``channels_last`` (CUDA), ``checkpointing`` (activation
                    checkpointing of the encoder)
@@ -21,7 +28,8 @@ user passes). Top-level keys:
                    ``weight_decay``), ``schedule`` (``name`` none | cosine | cosine_restarts | step |
                    plateau, ``per`` epoch | step, ``eta_min`` / ``eta_min_factor``, ``t0`` / ``t0_epochs``,
                    ``t_mult``, ``step_size``, ``gamma``, ``factor``, ``patience``, ``warmup_steps`` /
-                   ``warmup_epochs``), ``early_stopping`` (``patience``, ``min_delta``,
+                   ``warmup_epochs``, ``monitor``: what plateau watches, the ``metric`` or the
+                   ``loss`` on the selection part), ``early_stopping`` (``patience``, ``min_delta``,
                    ``restore_best``, ``monitor``: the task ``metric`` or the ``loss`` on the
                    selection part), ``freeze`` (module-name prefixes: no gradient, kept in eval
                    mode), ``augment`` (a list of ``{name: …, options}`` device augmentations) and
@@ -47,6 +55,8 @@ from emotk.errors import EmotkError
 
 PROTOCOL_DIR = Path(__file__).resolve().parent.parent / "protocols"
 DEFAULT_PROTOCOL = "frozen"
+#: Streams read as whole per-utterance sequences (``input: streams``).
+SEQUENCE_STREAMS = ("text", "audio", "video")
 
 
 class ProtocolError(EmotkError):
@@ -59,7 +69,8 @@ _OPT = object()  # marks an optional key without default (absent unless given)
 # key → (accepted types or a tuple of choices wrapped in a set, default); REQUIRED has no default
 REQUIRED = object()
 TOP = {
-    "name": (str, None), "description": (str, ""), "input": ({"frames", "crops", "image"}, "frames"),
+    "name": (str, None), "description": (str, ""), "input": ({"frames", "crops", "image", "streams"}, "frames"),
+    "inputs": (dict, {}), "lengths": (dict, {}), "metric": ((str, type(None)), None),
     "encoder": (dict, None), "seq_len": ((int, type(None)), None), "frame_stride": (int, 1),
     "select_on": ({"val", "heldout", "last"}, "val"), "select_by": ({"metric", "loss"}, "metric"),
     "val_fraction": (_NUM, 0.1),
@@ -79,6 +90,7 @@ SCHEDULE = {
     "eta_min": (_NUM, _OPT), "eta_min_factor": (_NUM, _OPT), "t0": (int, _OPT), "t0_epochs": (_NUM, _OPT),
     "t_mult": (int, 1), "step_size": (int, _OPT), "gamma": (_NUM, 0.1), "factor": (_NUM, 0.1),
     "patience": (int, 10), "warmup_steps": (int, 0), "warmup_epochs": (_NUM, 0),
+    "monitor": ({"metric", "loss"}, "metric"),
 }
 EARLY = {"patience": (int, REQUIRED), "min_delta": (_NUM, 0.0), "restore_best": (bool, True),
          "monitor": ({"metric", "loss"}, "metric")}
@@ -194,6 +206,19 @@ def validate(data: dict, where: str) -> dict:
         _positive(top["encoder"]["image_size"], f"{where}: encoder.image_size", 16)
     else:  # a frames run has no encoder to train (a crops protocol run on a cache keeps its stages)
         top["encoder"] = None
+    for stream, cache in top["inputs"].items():
+        if stream not in SEQUENCE_STREAMS or not isinstance(cache, str):
+            raise ProtocolError(f"{where}: inputs maps the streams {', '.join(SEQUENCE_STREAMS)} to feature cache "
+                                f"names; got {stream!r}: {cache!r}.")
+    for stream, length in top["lengths"].items():
+        if stream not in SEQUENCE_STREAMS or isinstance(length, bool) or not isinstance(length, int) or length < 1:
+            raise ProtocolError(f"{where}: lengths maps the streams {', '.join(SEQUENCE_STREAMS)} to positive "
+                                f"integers; got {stream!r}: {length!r}.")
+    if top["metric"] is not None:
+        from emotk.metrics import METRICS
+
+        if top["metric"] not in METRICS:
+            raise ProtocolError(f"{where}: metric {top['metric']!r} is not a known metric; known: {', '.join(sorted(METRICS))}.")
     if top["seq_len"] is not None:
         _positive(top["seq_len"], f"{where}: seq_len")
     _positive(top["frame_stride"], f"{where}: frame_stride")
@@ -218,7 +243,7 @@ def validate(data: dict, where: str) -> dict:
         if sch["name"] == "step" and "step_size" not in sch:
             raise ProtocolError(f"{w}.schedule: step needs step_size (in {sch['per']}s).")
         if sch["name"] == "plateau" and sch["per"] != "epoch":
-            raise ProtocolError(f"{w}.schedule: plateau is stepped per epoch (on the selection metric).")
+            raise ProtocolError(f"{w}.schedule: plateau is stepped per epoch (on the selection part's metric or loss).")
         if st["early_stopping"] is not None:
             st["early_stopping"] = _check(st["early_stopping"], EARLY, f"{w}.early_stopping")
         st["groups"] = {str(k): _check(v, GROUP, f"{w}.groups.{k}") for k, v in st["groups"].items()}
