@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 
 import h5py
 import numpy as np
@@ -18,6 +19,7 @@ from emotk.datasets.csd import CSDEntryError, open_csd
 from emotk.datasets.mosei import load_folds, match_segments, parse_transcript, split_clip_id
 from emotk.errors import DatasetError
 from emotk.workspace import MANIFEST_COLUMNS, Workspace
+from media_factory import face_frames, write_video
 from mosei_factory import make_mosei, write_csd
 
 SDK_ORDER = ("happy", "sad", "anger", "surprise", "disgust", "fear")  # CSD columns 1..6 (SDK README)
@@ -234,3 +236,23 @@ def test_prepare_with_a_broken_label_file_is_one_clear_error(raw, tmp_path):
     with pytest.raises(DatasetError, match="broken.csd is not an HDF5"):
         prepare_dataset(ws, "mosei", root, labels=str(bad), video=False, progress=False)
     assert not ws.manifest_path("mosei").exists()
+
+
+def test_fps_and_a_segment_cut_from_the_full_video(tmp_path):
+    """-o fps=10 keeps frames at start + k/10 s; a clip without a segmented video is cut from the full one."""
+    root = tmp_path / "raw"
+    written = make_mosei(root, videos=1, segments=2)
+    (root / "Raw/Videos/Segmented/Combined/aB-3_xY_9_1.mp4").unlink()
+    frames, _ = face_frames(100, seed=5)  # 4 s at 25 fps: covers clip 1
+    write_video(root / "Raw/Videos/Full/Combined/aB-3_xY_9.mp4", frames)
+    ws = Workspace.open(tmp_path / "ws")
+    m, failures = prepare_dataset(ws, "mosei", root, folds=str(written["folds_file"]), fps=10, progress=False)
+    assert [f["sample_id"] for f in failures] == ["aB-3_xY_9_0"]  # the clamp only
+    seg, cut = _row(m, "aB-3_xY_9_0"), _row(m, "aB-3_xY_9_1")
+    assert seg["video"].endswith("Segmented/Combined/aB-3_xY_9_0.mp4") and seg["n_frames"] == 3  # 6 frames: t 0, .1, .2
+    assert cut["video"] == "Raw/Videos/Full/Combined/aB-3_xY_9.mp4" and cut["fps"] == 10.0
+    s, e = cut["seg_start"], cut["seg_end"]
+    assert cut["n_frames"] == math.floor((e - s) * 10 - 1e-9) + 1  # times s + k/10 < e
+    meta = json.loads((ws.dataset_dir("mosei") / "faces" / "aB-3_xY_9_1" / "crop.json").read_text())
+    assert meta["result"]["source_frames"][0] == math.ceil(s * 25)
+    assert len(list((ws.dataset_dir("mosei") / "faces" / "aB-3_xY_9_1").glob("*.jpg"))) == cut["n_frames"]
