@@ -49,6 +49,8 @@ def _row(model: str, size: str, dataset: str | None) -> dict:
     ds = dataset or "any"
     if MODELS[model].family == "image":
         return _image_row(preset, ds)
+    if MODELS[model].family == "multimodal":
+        return _multimodal_row(preset, ds)
     head, out_dim, in_default = _task(ds)
     in_dim = preset.config.get("in_dim", in_default)
     T = preset.seq_len or 128
@@ -108,6 +110,8 @@ def _row_for(model: str, size: str, dataset: str, head: str, out_dim: int) -> di
     preset = PRESETS[(model, size, None)]
     if MODELS[model].family == "image":
         return _image_row(preset, dataset)
+    if MODELS[model].family == "multimodal":
+        return _multimodal_row(preset, dataset)
     in_dim = preset.config.get("in_dim", 440)
     T = preset.seq_len or 128
     torch.manual_seed(0)
@@ -135,6 +139,26 @@ def _image_row(preset: Preset, ds: str) -> dict:
     return {
         "model": preset.model, "size": preset.size, "dataset": ds, "seq_len": None, "params": count_params(net),
         "params_paper": params_paper, "macs": _mmac(count_macs(net, shape, None)), "macs_paper": None,
+        "params_published": None if preset.params_published is None else int(round(preset.params_published)),
+        "macs_published": preset.macs_published, "reproduced": ok, "note": preset.note,
+    }
+
+
+def _multimodal_row(preset: Preset, ds: str) -> dict:
+    """A per-utterance multimodal model's row at the paper's streams, widths and lengths (the
+    preset's defaults): class logits, as many as the dataset's classes when its task is a
+    classification, else the paper's. MACs of one utterance (batch 1)."""
+    head, out_dim, _ = _task(ds)
+    task = {"out_dim": out_dim} if head == "logits" else {}
+    torch.manual_seed(0)
+    net = build(preset.model, preset.size, preset.dataset, head="logits", **task)
+    ref = build(preset.model, preset.size, preset.dataset, head="logits", **preset.paper_count)
+    params_paper = count_params(ref)
+    ok = "params" if preset.params_paper is not None and params_paper == preset.params_paper else ""
+    return {
+        "model": preset.model, "size": preset.size, "dataset": ds, "seq_len": None, "params": count_params(net),
+        "params_paper": params_paper, "macs": _mmac(count_macs(net, None, None, inputs=net.example_inputs())),
+        "macs_paper": None,
         "params_published": None if preset.params_published is None else int(round(preset.params_published)),
         "macs_published": preset.macs_published, "reproduced": ok, "note": preset.note,
     }

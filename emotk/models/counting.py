@@ -64,8 +64,9 @@ def rnn_macs(m: nn.RNNBase, batch: int, steps: int) -> int:
     return total * dirs * batch * steps
 
 
-def count_macs(model: nn.Module, in_dim, seq_len: int | None, batch: int = 1) -> int:
-    """True MACs of ``model(x)`` for ``x = [batch, seq_len, in_dim]`` (see the module docstring)."""
+def count_macs(model: nn.Module, in_dim, seq_len: int | None, batch: int = 1, inputs: tuple | None = None) -> int:
+    """True MACs of ``model(x)`` for ``x = [batch, seq_len, in_dim]`` (see the module docstring), or of
+    ``model(*inputs)`` when ``inputs`` are given (multi-stream models)."""
     from torch.utils.flop_counter import FlopCounterMode
 
     fc = FlopCounterMode(display=False, custom_mapping=_custom_flop_mapping())
@@ -94,10 +95,10 @@ def count_macs(model: nn.Module, in_dim, seq_len: int | None, batch: int = 1) ->
         if isinstance(m, nn.RNNBase):
             handles += [m.register_forward_pre_hook(rnn_pre), m.register_forward_hook(rnn_post)]
     try:
-        x = _example(model, in_dim, seq_len, batch)
+        xs = tuple(inputs) if inputs is not None else (_example(model, in_dim, seq_len, batch),)
         # grad enabled: keeps PyTorch off its fused inference fast paths, which the counter cannot see
         with torch.enable_grad(), fc:
-            model(x)
+            model(*xs)
         flops = fc.get_total_flops()
     finally:
         for h in handles:

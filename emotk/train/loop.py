@@ -384,12 +384,15 @@ def build_model(run: Resolved, shapes: dict[str, tuple]) -> tuple[torch.nn.Modul
     return net, streams
 
 
-def _macs(model, shape: tuple, seq_len: int | None) -> int | None:
+def _macs(model, shape: tuple, seq_len: int | None, shapes: dict | None = None, streams=()) -> int | None:
     """True MACs of one forward pass at the paper's sequence length (for the report's MACs column);
-    ``seq_len`` None: one item of ``shape`` (an image)."""
+    ``seq_len`` None: one item of ``shape`` (an image); several ``streams``: one item of each."""
     from emotk.models.counting import count_macs
 
     try:
+        if len(streams) > 1 or (streams and streams[0] in SEQUENCE_STREAMS):
+            inputs = tuple(torch.zeros(1, *shapes[s]) for s in streams)
+            return int(count_macs(model, None, None, inputs=inputs))
         return int(count_macs(model, shape if len(shape) > 1 else shape[0], seq_len))
     except Exception:  # counting is informative only; never fail a run over it
         return None
@@ -707,7 +710,7 @@ def _train(ws: Workspace, run: Resolved, mode: str, info: ddp.DistInfo, progress
         "protocol": parts.description, "reported_part": parts.report_name, "metric": primary, "task": asdict(task),
         "inputs": run.inputs, "fingerprints": run.fingerprints, "seq_len": run.seq_len, "streams": list(streams),
         "params": sum(p.numel() for p in model.parameters()),
-        "macs": _macs(model, in_shape, None if streams[0] == "image" else macs_len), "macs_seq_len": macs_len,
+        "macs": _macs(model, in_shape, None if streams[0] == "image" else macs_len, shapes, streams), "macs_seq_len": macs_len,
         "preset": None if preset is None else {"size": preset.size, "dataset": preset.dataset, "config": preset.config},
         "n_train_samples": len(parts.train), "n_select_samples": len(parts.select or []),
         "n_report_samples": len(parts.report), "n_train_windows": len(train_set),
