@@ -256,3 +256,23 @@ def test_fps_and_a_segment_cut_from_the_full_video(tmp_path):
     meta = json.loads((ws.dataset_dir("mosei") / "faces" / "aB-3_xY_9_1" / "crop.json").read_text())
     assert meta["result"]["source_frames"][0] == math.ceil(s * 25)
     assert len(list((ws.dataset_dir("mosei") / "faces" / "aB-3_xY_9_1").glob("*.jpg"))) == cut["n_frames"]
+
+
+def test_mesm_mosei_raw_layout(tmp_path):
+    """MESM's MOSEI_Raw/{Audio/WAV_16000, Transcript/Combined}; MTurk CSVs alone are refused clearly."""
+    root = tmp_path / "data"
+    written = make_mosei(root, videos=1, segments=2, video=False)
+    (root / "Raw").rename(root / "MOSEI_Raw")
+    mesm = root / "MOSEI_Raw"
+    (mesm / "Audio/Full/WAV_16000").rename(mesm / "Audio/WAV_16000")
+    (mesm / "Transcript/Segmented/Combined").rename(mesm / "Transcript/Combined")
+    ws = Workspace.open(tmp_path / "ws")
+    m, _ = prepare_dataset(ws, "mosei", root, folds=str(written["folds_file"]), progress=False)
+    assert sorted(m["sample_id"]) == ["aB-3_xY_9_0", "aB-3_xY_9_1"]
+    assert set(m["audio"]) == {"MOSEI_Raw/Audio/WAV_16000/aB-3_xY_9.wav"} and set(m["media_kind"]) == {"audio"}
+    assert _row(m, "aB-3_xY_9_1")["text"] == written["segments"][("aB-3_xY_9", 1)]["text"]
+    (root / "CMU_MOSEI_Labels.csd").unlink()
+    (mesm / "Labels").mkdir()
+    (mesm / "Labels" / "batch1.csv").write_text("Input.VIDEO_ID,Input.CLIP,Answer.anger\n")
+    with pytest.raises(DatasetError, match="MTurk CSVs"):
+        prepare_dataset(ws, "mosei", root, progress=False)
