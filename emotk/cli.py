@@ -107,7 +107,7 @@ def prepare(
 
     Example: emotk prepare affwild2 --root /data/ABAW
     """
-    from emotk.datasets import prepare_dataset
+    from emotk.datasets import prepare_dataset, summary_lines
 
     ws = _ws(workspace)
     given = {"faces": faces if faces != "provided" else None, "detector": detector, "face_size": face_size,
@@ -119,6 +119,8 @@ def prepare(
     options["progress"] = not quiet
     manifest, failures = prepare_dataset(ws, dataset, root, **options)
     typer.echo(f"prepared {dataset}: {manifest.height} samples, {manifest['subject'].n_unique()} subjects → {ws.manifest_path(dataset)}")
+    for line in summary_lines(ws.read_info(dataset).get("summary") or {}):
+        typer.echo(f"  {line}")
     if failures:
         typer.echo(f"{len(failures)} problems listed in {ws.failures_path(dataset)}")
 
@@ -166,7 +168,8 @@ def extract(
 
 @app.command()
 def split(
-    by: str = typer.Option("subject", help="Grouping column of the manifest for k-fold: subject, session, speaker, …"),
+    by: str = typer.Option("subject", help="Grouping column of the manifest for k-fold: subject, session, speaker, …; "
+                           "'random': sample-level folds (leak subjects; a paper's protocol, needs --allow-leak to train)."),
     folds: int = typer.Option(5, min=2, help="Number of folds."),
     official: bool = typer.Option(False, "--official", help="Write the dataset's own train/validation/test split instead."),
     miskow: bool = typer.Option(False, "--miskow", help="Write Miskow (2022)'s per-image split (80/20, seed 1337, 30 % of "
@@ -206,7 +209,8 @@ def split(
     path, frame = splits.make_split(ws, ds, by="official" if official else by, folds=folds, seed=seed, pool=pool, name=name)
     col = "fold" if "fold" in frame.columns else "split"
     typer.echo(_table(frame.group_by(col).len().sort(col)))
-    typer.echo(f"wrote {path}")
+    typer.echo(f"wrote {path}" + (f" (sample-level folds leak subjects by design: `emotk split --check {path.stem}` "
+                                  "says where; training on it needs --allow-leak)" if by == splits.RANDOM else ""))
 
 
 def _parse_ints(text: str, what: str, minimum: int = 0) -> list[int]:

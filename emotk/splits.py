@@ -76,6 +76,12 @@ def check(split: pl.DataFrame, where: str = "split") -> None:
                          "\nRebuild it with `emotk split --by subject`, or pass --allow-leak to train on it knowingly.")
 
 
+#: ``--by random``: every sample its own group, i.e. a random sample-level k-fold (the random utterance
+#: folds of several IEMOCAP papers). It leaks subjects by design; ``check`` says so and training on it
+#: needs ``--allow-leak``.
+RANDOM = "random"
+
+
 def split_name(by: str, folds: int | None, pool: str | None) -> str:
     if by == "official":
         return "official"
@@ -87,9 +93,10 @@ def make_split(ws: Workspace, dataset: str, by: str = "subject", folds: int = 5,
     manifest = ws.read_manifest(dataset)
     if by == "official":
         frame = official(manifest)
+    elif by == RANDOM:
+        frame = group_kfold(manifest, folds, seed, pool, "sample_id").drop("group", strict=False)
     else:
         frame = group_kfold(manifest, folds, seed, pool, by)
-    if by != "official":
         check(frame, "the new split")
     path = ws.split_path(dataset, name or split_name(by, folds, pool))
     write_parquet(path, frame)

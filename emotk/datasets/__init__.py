@@ -154,3 +154,16 @@ def read_frame_labels(path: Path, sample_ids: list[str] | None = None) -> dict[s
                 raise WorkspaceError(f"{path}: labels of {sid!r} have shape {list(arr.shape)}, expected {want}; {again}.")
             out[sid] = arr
         return out
+
+
+def summary_lines(summary: dict) -> list[str]:
+    """A dataset's prepare summary (``Prepared.info["summary"]``) as short lines: counts per class and the
+    like as ``name: a 3, b 2``; plain counts joined on one line."""
+    lines, plain = [], []
+    for key, value in summary.items():
+        label = key.replace("_", " ")
+        if isinstance(value, dict):
+            lines.append(f"{label}: " + (", ".join(f"{k} {v}" for k, v in value.items()) or "none"))
+        else:
+            plain.append(f"{label} {value}")
+    return lines + ([" · ".join(plain)] if plain else [])

@@ -311,6 +311,8 @@ class WindowDataset(Dataset):
         self.sources, self.labels, self.task = sources, labels, task
         self.sample_ids = sample_ids or []
         masks = [observed(sources, s) for s in range(len(next(iter(sources.values())).masks))]
+        if all(getattr(src, "whole", False) for src in sources.values()):
+            seq_len, stride = 1, 1  # whole sequences: one item per utterance (each stream brings its own time axis)
         self.windows = WINDOW_BUILDERS[task.kind](masks, labels, seq_len, stride)
 
     def __len__(self) -> int:
