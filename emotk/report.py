@@ -36,7 +36,7 @@ from emotk.errors import EmotkError, RunError
 
 __all__ = ["find_runs", "collect", "summarize", "render", "table", "plot_curves", "GROUP_KEYS", "FORMATS"]
 
-GROUP_KEYS = ("model", "size", "dataset", "split", "protocol", "select_on", "config")
+GROUP_KEYS = ("model", "size", "dataset", "split", "protocol", "select_on", "inputs", "config")
 """Columns that identify one configuration (one table row); ``config`` is the configuration hash."""
 
 SELECTION_NOTE = {
@@ -47,7 +47,17 @@ SELECTION_NOTE = {
 
 FORMATS = ("md", "csv", "latex")
 
-_RUN_COLUMNS = ("model", "size", "dataset", "split", "protocol", "select_on", "config", "identity", "fold", "seed",
+#: What the accuracy-like metrics compute, printed under every table that shows them: papers name them
+#: inconsistently (Rajan et al.'s released code calls overall accuracy "UWA" and the class-balanced one "WA").
+METRIC_NOTE = {
+    "wa": "wa = overall accuracy (correct / all utterances)",
+    "acc": "acc = overall accuracy (correct / all samples)",
+    "ua": "ua = mean per-class recall (class-balanced accuracy); Rajan et al.'s released code calls overall "
+          "accuracy \"UWA\" and this one \"WA\"",
+    "wacc": "wacc = MESM's binary weighted accuracy (TP·N/P + TN) / 2N, mean over the labels",
+}
+
+_RUN_COLUMNS = ("model", "size", "dataset", "split", "protocol", "select_on", "inputs", "config", "identity", "fold", "seed",
                 "params", "macs", "best_epoch", "run_dir")
 _REQUIRED_CONFIG = ("model", "dataset", "split", "fold", "seed")
 _DASH = "—"
@@ -135,6 +145,7 @@ def _read_run(run_dir: Path) -> tuple[dict, dict[str, float]] | None:
         "split": _label(cfg["split"]),
         "protocol": _label(cfg.get("protocol_name", cfg.get("protocol"))),
         "select_on": _label(cfg.get("select_on", result.get("select_on"))),
+        "inputs": _inputs_label(cfg.get("inputs")),
         "config": _label(cfg.get("config_hash")),
         "identity": json.dumps(cfg.get("identity"), sort_keys=True, default=str) if cfg.get("identity") else None,
         "fold": _label(cfg["fold"]) if cfg["fold"] is not None else "official",
@@ -146,6 +157,13 @@ def _read_run(run_dir: Path) -> tuple[dict, dict[str, float]] | None:
     }
     values = {str(k): _as_float(v) for k, v in metrics.items()}
     return row, values
+
+
+def _inputs_label(inputs) -> str | None:
+    """``text=glove audio=mfcc`` for a run's input streams (``crops``, ``image`` without a name)."""
+    if not isinstance(inputs, dict) or not inputs:
+        return None
+    return " ".join(f"{k}={v}" if v else str(k) for k, v in inputs.items())
 
 
 def collect(paths: Iterable[str | Path], skipped: list[tuple[str, str]] | None = None) -> pl.DataFrame:
@@ -181,7 +199,7 @@ def collect(paths: Iterable[str | Path], skipped: list[tuple[str, str]] | None =
         raise RunError(f"no finished runs under {where}: {detail}; train with `emotk train` first or point at the runs folder")
     schema = {
         "model": pl.Utf8, "size": pl.Utf8, "dataset": pl.Utf8, "split": pl.Utf8, "protocol": pl.Utf8,
-        "select_on": pl.Utf8, "config": pl.Utf8, "identity": pl.Utf8, "fold": pl.Utf8, "seed": pl.Int64, "params": pl.Int64, "macs": pl.Int64, "best_epoch": pl.Int64,
+        "select_on": pl.Utf8, "inputs": pl.Utf8, "config": pl.Utf8, "identity": pl.Utf8, "fold": pl.Utf8, "seed": pl.Int64, "params": pl.Int64, "macs": pl.Int64, "best_epoch": pl.Int64,
         "run_dir": pl.Utf8,
     }
     schema.update({name: pl.Float64 for name in metric_names})
@@ -319,6 +337,12 @@ def _direction(metric: str) -> str:
 def _rows(summary: pl.DataFrame, digits: int) -> tuple[list[str], list[list[str]]]:
     has_macs = "macs" in summary.columns
     header = ["Model", "Dataset", "Split", "Protocol", "Selection", "mean ± std", "Runs", "Params"] + (["MACs"] if has_macs else [])
+    # the inputs column where they tell rows apart or name per-utterance streams (uni-/bi-/tri-modal)
+    labels = [x for x in summary["inputs"].to_list() if x]
+    show_inputs = len(set(summary["inputs"].to_list())) > 1 or any(
+        any(part.split("=")[0] in ("text", "audio", "video") for part in x.split()) for x in labels)
+    if show_inputs:
+        header.append("Inputs")
     if summary["differs"].str.len_chars().max():
         header.append("Config (differs)")
     body = []
@@ -337,6 +361,8 @@ def _rows(summary: pl.DataFrame, digits: int) -> tuple[list[str], list[list[str]
         ]
         if has_macs:
             cells.append(_si(r["macs"]))
+        if show_inputs:
+            cells.append(r["inputs"] or _DASH)
         if "Config (differs)" in header:
             cells.append(f"{r['config'] or _DASH}" + (f": {r['differs']}" if r["differs"] else ""))
         body.append(cells)
@@ -371,6 +397,8 @@ def render(summary: pl.DataFrame, metric: str, fmt: str = "md", digits: int = 4)
     header[5] = f"{metric}{' ' + arrow if arrow else ''} (mean ± std)"
     rules = sorted({r for r in summary["select_on"].to_list() if r})
     note = "Selection: " + "; ".join(f"{r} = {SELECTION_NOTE.get(r, r)}" for r in rules) + "." if rules else ""
+    if metric in METRIC_NOTE:
+        note = (note + "\n" if note else "") + METRIC_NOTE[metric] + "."
     if fmt == "md":
         right = {5, 6, 7, 8}
         lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---:" if i in right else "---" for i in range(len(header))) + "|"]
