@@ -2,8 +2,8 @@
 
 An utterance is a span (``audio_start``..``audio_end`` seconds, null = the whole file) of one channel
 (``audio_channel``, null = all channels averaged) of a sound file. It is read at the file's own rate
-with soundfile and resampled to :data:`RATE` (16 kHz) with soxr's high-quality resampler (librosa
-``res_type="soxr_hq"``), then handed to the feature kind. Settings, defaults and the reasons for
+with soundfile and resampled to :data:`RATE` (16 kHz) with soxr's high-quality resampler (``soxr_hq``,
+as ``librosa.resample(res_type="soxr_hq")``), then handed to the feature kind. Settings, defaults and the reasons for
 them are in ``docs/features.md``.
 
 A sample that cannot be read (undecodable, empty, span outside the file, truncated file, channel
@@ -223,9 +223,9 @@ def resample(y: np.ndarray, sr: int, rate: int = RATE) -> np.ndarray:
     """``y`` at ``rate`` Hz (soxr high quality); unchanged when already there."""
     if sr == rate:
         return y
-    import librosa
+    import soxr  # what librosa.resample(res_type="soxr_hq") calls, without importing librosa
 
-    return librosa.resample(y, orig_sr=sr, target_sr=rate, res_type=RESAMPLER).astype(np.float32)
+    return np.asarray(soxr.resample(y, sr, rate, quality=RESAMPLER), dtype=np.float32)
 
 
 # --- features --------------------------------------------------------------------------------------
@@ -299,5 +299,10 @@ def run_task(task: tuple) -> tuple:
             "check the audio file; report it if the file plays correctly"
 
 
-__all__ = ["run_task", "AudioSampleError", "RATE", "KINDS", "settings", "dim", "feature_names", "read_span", "resample",
+def run_chunk(tasks: list[tuple]) -> list[tuple]:
+    """:func:`run_task` over a few utterances (one inter-process round trip for them all)."""
+    return [run_task(t) for t in tasks]
+
+
+__all__ = ["run_task", "run_chunk", "AudioSampleError", "RATE", "KINDS", "settings", "dim", "feature_names", "read_span", "resample",
            "compute", "utterance_features", "versions"]

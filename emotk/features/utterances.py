@@ -6,8 +6,11 @@ same guarantees as frame features (:mod:`emotk.features.extract`): provenance at
 re-run, only missing (or damaged, or stale) samples computed, sample-atomic part files, the output
 lock, failures appended to failures.csv.
 
-Audio is computed in worker processes (spawn; ``workers``); the main process receives results in
-manifest order and writes them, so the store does not depend on the worker count.
+Audio is computed in worker processes (``workers``; started with ``spawn``: safe whatever threads the
+caller runs, at the price of each worker importing librosa/openSMILE, ~2 s, once per extraction);
+the main process receives results in manifest order and writes them, so the store does not depend
+on the worker count. A script that calls :func:`extract_audio` with ``workers > 1`` needs the usual
+``if __name__ == "__main__":`` guard (spawn re-imports the main module).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 from collections import Counter, deque
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -37,6 +41,9 @@ from emotk.workspace import Workspace, safe_join, write_failures
 
 AUDIO_FIELDS = ("sample_id", "audio", "audio_start", "audio_end", "audio_channel")
 MAX_WORKERS = 8
+AUTO_PROBE = 8  # workers=None: utterances computed in-process first, to time them
+AUTO_SERIAL_SECONDS = 10.0  # workers=None: below this estimated serial time left, no worker processes
+CHUNK = 4  # utterances per task sent to a worker
 PART_BYTES = 1 << 23  # a part file holds about this many feature bytes (8 MiB)
 
 
@@ -138,7 +145,8 @@ def extract_audio(ws: Workspace, dataset: str, kind: str, *, level: str = "lld",
     ``kind``: egemaps | compare | mfcc | logmel; ``level``: lld (``[T, D]``) or functionals (``[D]``,
     openSMILE kinds); ``options``: librosa settings for mfcc/logmel (see :mod:`emotk.features.audio`).
     ``name`` defaults to the kind (``<kind>_functionals`` for functionals). ``workers``: processes
-    computing features (default: CPUs, at most 8; 1 computes in this process).
+    computing features; 1 computes in this process; None (default) times the first utterances here
+    and starts one worker per CPU (at most 8) only when the rest would take over 10 s serially.
     """
     s = A.settings(kind, level, **options)
     name = name or (kind if level == "lld" else f"{kind}_functionals")
@@ -183,24 +191,35 @@ def extract_audio(ws: Workspace, dataset: str, kind: str, *, level: str = "lld",
                                                 "nothing (the dataset has no audio for it)"))
             else:
                 todo.append((sid, str(files[sid]), row["audio_start"], row["audio_end"], row["audio_channel"], s))
-        n_workers = workers if workers is not None else _default_workers(len(todo))
-        if n_workers < 1:
-            raise EmotkError(f"--workers {n_workers}: give at least 1.")
+        if workers is not None and workers < 1:
+            raise EmotkError(f"--workers {workers}: give at least 1.")
         bar = tqdm(total=len(todo), unit="utt", desc=f"extract {name}", disable=not progress)
         try:
-            if n_workers == 1 or len(todo) <= 1:
-                results: Iterator = map(A.run_task, todo)
-                _write_results(results, todo, writer, summary, sources, bar)
-            else:
+            # the first utterances in this process: their time decides whether worker processes pay off
+            # (the first one, which pays the libraries' start-up, is not timed)
+            head = todo if workers == 1 else todo[:AUTO_PROBE]
+            _write_results(map(A.run_task, head[:1]), head[:1], writer, summary, sources, bar)
+            t0 = time.perf_counter()
+            _write_results(map(A.run_task, head[1:]), head[1:], writer, summary, sources, bar)
+            per_utterance = (time.perf_counter() - t0) / max(1, len(head) - 1)
+            rest = todo[len(head):]
+            n_workers = workers or _default_workers(len(rest))
+            if workers is None and per_utterance * len(rest) < AUTO_SERIAL_SECONDS:
+                n_workers = 1  # too little work left to repay starting workers
+            if n_workers <= 1 or len(rest) <= 1:
+                _write_results(map(A.run_task, rest), rest, writer, summary, sources, bar)
+            elif rest:
+                chunks = [rest[i:i + CHUNK] for i in range(0, len(rest), CHUNK)]
                 with ProcessPoolExecutor(max_workers=n_workers, mp_context=get_context("spawn")) as pool:
                     try:
-                        _write_results(_ordered(pool, A.run_task, todo, 4 * n_workers), todo, writer, summary,
-                                       sources, bar)
+                        results = (r for chunk in _ordered(pool, A.run_chunk, chunks, 4 * n_workers) for r in chunk)
+                        _write_results(results, rest, writer, summary, sources, bar)
                     except BrokenProcessPool:
                         raise EmotkError(
                             f"a worker process of the {name} extraction died (out of memory, or killed); the "
                             f"{summary.done} samples finished are kept. Run the command again (with --workers 1 "
-                            "to use less memory): it continues where this one stopped.") from None
+                            "to use less memory): it continues where this one stopped. From a Python script, "
+                            "call extract_audio under `if __name__ == \"__main__\":`.") from None
         finally:
             bar.close()
             writer.flush()  # whole samples computed so far are kept, whatever stopped the loop
