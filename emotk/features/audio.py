@@ -27,6 +27,7 @@ SILENCE_PEAK = 1e-4  # a span whose absolute peak is below this (-80 dBFS) is si
 END_SLACK = 0.1  # seconds an end time may overshoot the file (annotation rounding); clipped to the file
 KINDS = ("egemaps", "compare", "mfcc", "logmel")
 LEVELS = ("lld", "functionals")
+ALIASES = {"mel": "logmel"}
 
 #: Defaults of the librosa kinds (25 ms Hann window, 10 ms hop at 16 kHz).
 SPECTRAL_DEFAULTS = {"n_fft": 512, "win_length": 400, "hop_length": 160, "fmin": 0.0, "fmax": 8000.0,
@@ -46,7 +47,9 @@ class AudioSampleError(EmotkError):
 
 
 def settings(kind: str, level: str = "lld", **options) -> dict:
-    """The resolved settings of a feature kind (defaults filled in, unknown options refused)."""
+    """The resolved settings of a feature kind (defaults filled in, unknown options refused);
+    ``mel`` is another name of ``logmel``."""
+    kind = ALIASES.get(kind, kind)
     if kind not in KINDS:
         raise FeatureStoreError(f"unknown audio feature {kind!r}; choose one of {', '.join(KINDS)}.")
     if level not in LEVELS:

@@ -149,6 +149,7 @@ def extract_audio(ws: Workspace, dataset: str, kind: str, *, level: str = "lld",
     and starts one worker per CPU (at most 8) only when the rest would take over 10 s serially.
     """
     s = A.settings(kind, level, **options)
+    kind = s["kind"]
     name = name or (kind if level == "lld" else f"{kind}_functionals")
     path = ws.feature_path(dataset, name)
     manifest = ws.read_manifest(dataset)
