@@ -163,7 +163,9 @@ def _inputs_label(inputs) -> str | None:
     """``text=glove audio=mfcc`` for a run's input streams (``crops``, ``image`` without a name)."""
     if not isinstance(inputs, dict) or not inputs:
         return None
-    return " ".join(f"{k}={v}" if v else str(k) for k, v in inputs.items())
+    order = ("frames", "crops", "image", "text", "audio", "video")
+    keys = sorted(inputs, key=lambda k: (order.index(k) if k in order else len(order), k))
+    return " ".join(f"{k}={inputs[k]}" if inputs[k] else str(k) for k in keys)
 
 
 def collect(paths: Iterable[str | Path], skipped: list[tuple[str, str]] | None = None) -> pl.DataFrame:
