@@ -242,7 +242,8 @@ def _flatten(obj, prefix: str = "") -> dict[str, str]:
 def _short(key: str, value: str) -> str:
     key = key.removeprefix("protocol.").removeprefix("model_options.")
     if key.startswith("fingerprints."):
-        return f"{key.removeprefix('fingerprints.')} file {json.loads(value)[:8]}"
+        digest = json.loads(value)
+        return f"{key.removeprefix('fingerprints.')} " + (f"file {digest[:8]}" if isinstance(digest, str) else "not read")
     return f"{key}={value.strip(chr(34))}"
 
 
@@ -252,7 +253,11 @@ def differences(identities: list[str | None]) -> list[str]:
     if len(flat) < 2:
         return [""] * len(flat)
     keys = sorted({k for f in flat for k in f})
-    varying = [k for k in keys if len({f.get(k) for f in flat}) > 1 and not k.startswith(("protocol.description", "protocol.name"))]
+    # the inputs have a column of their own (Inputs); a cache's fingerprint counts only where every
+    # configuration reads that cache (it changed between them), not where one of them does not read it
+    varying = [k for k in keys if len({f.get(k) for f in flat}) > 1
+               and not k.startswith(("protocol.description", "protocol.name", "inputs."))
+               and not (k.startswith("fingerprints.features:") and any(k not in f for f in flat))]
     return [", ".join(_short(k, f.get(k, "null")) for k in varying) for f in flat]
 
 

@@ -72,3 +72,44 @@ def test_miskow_recipes(dataset, folds, tmp_path):
     split = f"subject-k{folds}" if folds else "official"
     assert "=== stage 4" in out and models_in_table(table) == {"vgg16-base"}
     assert f"| {split} | miskow |" in table
+
+
+def test_iemocap_recipe(tmp_path):
+    """Rajan et al.'s recipe on a two-session miniature: prepare (7 classes) → MFCC, GloVe, frame features →
+    session folds + random utterance folds → a uni-, a bi- and a tri-modal variant → UA and WA tables."""
+    from iemocap_factory import make_iemocap
+    from speech_factory import have_espeak
+
+    if not have_espeak():
+        pytest.skip("espeak-ng is not installed (apt-get install -y espeak-ng)")
+    mini = make_iemocap(tmp_path / "raw", sessions=2, dialogs=2, utts=4)
+    out = run_recipe("iemocap", mini.base, tmp_path / "ws", "--folds", "2", "--models", "self_t cross_at self_nosp")
+    ws = tmp_path / "ws"
+    assert sorted(p.name for p in (ws / "iemocap" / "splits").glob("*.parquet")) == ["random-k2.parquet", "session-k2.parquet"]
+    assert "skipped (set PAPER_FOLDS=1" in out  # the leaking folds are not trained on unless asked
+    ua = (ws / "iemocap-selfcross-ua.md").read_text()
+    assert (ws / "iemocap-selfcross-wa.md").exists()
+    assert models_in_table(ua) == {"self_attn-base", "cross_attn-base"}
+    assert "| text=glove |" in ua and "| text=glove audio=mfcc |" in ua and "text=glove audio=mfcc video=resnet101" in ua
+    assert "pooling=mean" in ua  # the no-statistical-pooling row is told apart from its model's other rows
+
+
+def test_mosei_recipe(tmp_path):
+    """The CMU-MOSEI recipe on its miniature: prepare → log-mel, eGeMAPS, GloVe, frame features → official split."""
+    import os
+
+    from mosei_factory import make_mosei
+    from speech_factory import have_espeak
+
+    if not have_espeak():
+        pytest.skip("espeak-ng is not installed (apt-get install -y espeak-ng)")
+    written = make_mosei(tmp_path / "raw")
+    os.environ["FOLDS"] = str(written["folds_file"])
+    try:
+        run_recipe("mosei", tmp_path / "raw", tmp_path / "ws")
+    finally:
+        del os.environ["FOLDS"]
+    ws = tmp_path / "ws" / "mosei"
+    assert sorted(p.stem for p in (ws / "features").glob("*.h5")) == ["egemaps_functionals", "glove", "logmel",
+                                                                     "regnet_y_400mf"]
+    assert (ws / "splits" / "official.parquet").exists()
