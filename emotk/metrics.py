@@ -515,7 +515,8 @@ def regression_report(y_true, y_pred, names: Sequence[str] = ("valence", "arousa
 
 def classification_report(y_true, y_pred, num_classes: int | None = None) -> dict[str, float]:
     """Single-label metrics: ``acc``, ``wa`` (= acc), ``ua`` (mean per-class recall), ``f1_macro``,
-    ``f1_weighted``, ``recall_<k>`` for every class k present in the targets; plus ``auc``
+    ``f1_weighted``, ``recall_<k>`` for every class k present in the targets, ``f1_<k>`` for every class
+    in the targets or predictions; plus ``auc``
     (one-vs-rest macro AUC-ROC) when ``y_pred`` is ``[N, K]`` scores.
 
     ``y_pred`` is ``[N]`` predicted labels or ``[N, K]`` logits/probabilities. ``num_classes``, if
@@ -536,6 +537,8 @@ def classification_report(y_true, y_pred, num_classes: int | None = None) -> dic
         "f1_weighted": f1_weighted(t, p),
         **{f"recall_{c}": r for c, r in recall_per_class(t, p).items()},
     }
+    seen = np.union1d(t, p)  # per-class F1 over the classes seen in targets or predictions (as f1_macro)
+    out.update({f"f1_{int(c)}": float(f) for c, f in zip(seen, f1_per_class(t, p, labels=list(seen)))})
     scores = _np(y_pred)
     if scores.ndim == 2 and scores.shape[1] > 1 and t.min() >= 0 and t.max() < scores.shape[1]:
         with warnings.catch_warnings():
@@ -639,6 +642,7 @@ METRICS: dict[str, MetricSpec] = {
                    "WA = overall accuracy (some papers use 'WA' for class-balanced accuracy)"),
         MetricSpec("ua", unweighted_accuracy, True, "UA = mean per-class recall (balanced accuracy)"),
         MetricSpec("recall", unweighted_accuracy, True, "Per-class recall (recall_<k>: class k); mean = UA"),
+        MetricSpec("f1", f1_macro, True, "Per-class F1 (f1_<k>: class k); their mean = f1_macro"),
         MetricSpec("f1_macro", f1_macro, True, "Macro F1 over classes (multi-label: over labels, threshold 0.5)"),
         MetricSpec("f1_weighted", f1_weighted, True, "Support-weighted F1 (multi-label: threshold 0.5)"),
         MetricSpec("f1_micro", lambda t, p: multilabel_f1(t, p, average="micro"), True,

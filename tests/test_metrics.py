@@ -233,6 +233,9 @@ def test_classification_missing_classes_and_logits():
     assert r["ua"] == pytest.approx(sk.balanced_accuracy_score(y, y_hat))
     assert r["f1_macro"] == pytest.approx(sk.f1_score(y, y_hat, average="macro", zero_division=0))
     assert {"acc", "wa", "ua", "f1_macro", "f1_weighted", "auc"} <= set(r)
+    seen = sorted(set(y) | set(y_hat))
+    per_class = sk.f1_score(y, y_hat, labels=seen, average=None, zero_division=0)
+    assert [r[f"f1_{c}"] for c in seen] == pytest.approx(list(per_class))
     with pytest.raises(ValueError, match="outside"):
         M.classification_report(y, y_hat, num_classes=4)
 
