@@ -313,6 +313,8 @@ class WindowDataset(Dataset):
         masks = [observed(sources, s) for s in range(len(next(iter(sources.values())).masks))]
         if all(getattr(src, "whole", False) for src in sources.values()):
             seq_len, stride = 1, 1  # whole sequences: one item per utterance (each stream brings its own time axis)
+        #: samples with no observed step in some stream (no face, empty transcript, …): they cannot be scored
+        self.left_out = [self.sample_ids[s] if self.sample_ids else str(s) for s, m in enumerate(masks) if not m.any()]
         self.windows = WINDOW_BUILDERS[task.kind](masks, labels, seq_len, stride)
 
     def __len__(self) -> int:

@@ -43,6 +43,7 @@ import json
 import math
 import platform
 import random
+import sys
 import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
@@ -714,6 +715,7 @@ def _train(ws: Workspace, run: Resolved, mode: str, info: ddp.DistInfo, progress
         "preset": None if preset is None else {"size": preset.size, "dataset": preset.dataset, "config": preset.config},
         "n_train_samples": len(parts.train), "n_select_samples": len(parts.select or []),
         "n_report_samples": len(parts.report), "n_train_windows": len(train_set),
+        "report_left_out": report_set.left_out,
         "versions": {"emotk": __version__, "torch": torch.__version__, "python": platform.python_version()},
         "emotk_version": __version__, "device": str(device), "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "world_size": info.world_size, "backend": info.backend,
@@ -888,7 +890,12 @@ def _train(ws: Workspace, run: Resolved, mode: str, info: ddp.DistInfo, progress
     if primary in bad_metrics:
         raise RunError(f"the {primary} on the reported part is not finite ({report[primary]}); the run is not marked "
                        "finished. Check the inputs (non-finite features?) and the labels of that part.")
+    if report_set.left_out and info.is_main:
+        print(f"note: {len(report_set.left_out)} of the {len(parts.report)} samples of the reported part have no "
+              f"observed input in some stream (e.g. {report_set.left_out[0]!r}: no face crop, empty transcript, …) and "
+              "are not scored; metrics.json counts them (left_out), failures.csv says why.", file=sys.stderr)
     result = {"status": "finished", "best_epoch": last_best_epoch, "select_on": parts.rule, "metric": primary,
+              "left_out": len(report_set.left_out),
               "reported_part": parts.report_name, "metrics": report, "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
     if info.is_main:
         write_parquet(out_dir / "predictions.parquet", table)
