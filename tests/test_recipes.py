@@ -113,3 +113,10 @@ def test_mosei_recipe(tmp_path):
     assert sorted(p.stem for p in (ws / "features").glob("*.h5")) == ["egemaps_functionals", "glove", "logmel",
                                                                      "regnet_y_400mf"]
     assert (ws / "splits" / "official.parquet").exists()
+    # the features train a multimodal model on the multi-label task (MESM itself comes with its own issue)
+    from procs import emotk
+
+    emotk("train", "cross_attn", "--input", "text=glove", "--input", "video=regnet_y_400mf", "--epochs", "1", "--quiet",
+          workspace=tmp_path / "ws")
+    table = emotk("report", "--metric", "wacc", workspace=tmp_path / "ws").stdout
+    assert "| cross_attn-base | mosei | official | selfcross |" in table and "binary weighted accuracy" in table

@@ -71,6 +71,14 @@ from emotk.train.data import SEQUENCE_STREAMS, WindowDataset, collate, load_labe
 from emotk.train.losses import LOSSES, check_loss_options
 from emotk.workspace import Workspace
 
+#: The summary metrics each task kind reports (what a protocol's ``metric`` may select on).
+_CLASS_METRICS = ("acc", "wa", "ua", "f1_macro", "f1_weighted", "auc")
+TASK_METRICS = {
+    "clip_classification": _CLASS_METRICS, "frame_classification": _CLASS_METRICS,
+    "clip_multilabel": ("auc", "wacc", "f1_macro", "f1_micro", "f1_samples", "f1_weighted", "acc_label", "acc_subset"),
+    "frame_regression": ("ccc", "mse", "pearson"),
+}
+
 #: Bumped whenever the training code changes what a configuration computes (part of every run's identity).
 TRAIN_FORMAT = 2
 PIXEL_STREAMS = ("crops", "image")
@@ -215,6 +223,10 @@ def resolve(ws: Workspace, cfg: TrainConfig) -> Resolved:
     elif model_info(cfg.model).streams == ("image",):  # an image model reads the image store whatever the protocol
         overrides["input"] = "image"
     proto = protocols.resolve(cfg.protocol, cfg.dataset, overrides)
+    if proto["metric"] is not None and proto["metric"] not in TASK_METRICS.get(task.kind, (proto["metric"],)):
+        raise RunError(f"the protocol selects on {proto['metric']!r}, which a {task.kind} task ({cfg.dataset}) does not "
+                       f"report; pass --set metric=NAME with one of {', '.join(TASK_METRICS[task.kind])} (or null: "
+                       f"the dataset's {task.metric!r}).")
     inputs = resolve_inputs(ws, cfg, proto)
     prints = {
         "manifest": fingerprint(ws.manifest_path(cfg.dataset)),

