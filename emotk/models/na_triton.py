@@ -175,13 +175,16 @@ def _interpret() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
-def _config(head_dim: int, backward: bool, block_t: int | None) -> tuple[int, int, int]:
-    """(BLOCK_T, BLOCK_D, num_warps): about 4k fp32 elements per [BLOCK_T, BLOCK_D] tile (untuned)."""
+def _config(bh: int, T: int, head_dim: int, backward: bool, block_t: int | None) -> tuple[int, int, int]:
+    """(BLOCK_T, BLOCK_D, num_warps): about 4k fp32 elements per [BLOCK_T, BLOCK_D] tile, halved while
+    the grid has fewer than 256 programs (short sequences) — a guess, not tuned on a GPU."""
     block_d = max(1, 1 << (head_dim - 1).bit_length())
     if block_t is None:
         block_t = max(8, min(128, 4096 // block_d))
         if backward:
             block_t = max(8, block_t // 2)
+        while block_t > 16 and bh * math.ceil(T / block_t) < 256:
+            block_t //= 2
     return block_t, block_d, 4 if block_d <= 128 else 8
 
 
@@ -196,8 +199,10 @@ def triton_problem(q, kernel_size, dilation, rpb=None) -> str | None:
             return f"the Triton kernel needs a CUDA tensor (got {q.device.type}; TRITON_INTERPRET=1 runs it on CPU)"
         if q.dtype not in DTYPES:
             return f"dtype {q.dtype} is not supported (float32, float16, bfloat16)"
-        if q.shape[-1] > MAX_HEAD_DIM or q.shape[-1] < 1:
-            return f"head_dim {q.shape[-1]} is outside 1..{MAX_HEAD_DIM}"
+        if q.numel() == 0:
+            return "empty input"
+        if q.shape[-1] > MAX_HEAD_DIM:
+            return f"head_dim {q.shape[-1]} > {MAX_HEAD_DIM}"
         if int(kernel_size) < 1 or int(dilation) < 1:
             return f"kernel_size and dilation must be ≥ 1; got {kernel_size}, {dilation}"
         if rpb is not None:
@@ -227,7 +232,7 @@ class _NATriton(torch.autograd.Function):
         fwd, _, _ = _kernels()
         q, k, v = _rows(q), _rows(k), _rows(v)
         B, T, H, D = q.shape
-        bt, bd, nw = _config(D, False, block_t)
+        bt, bd, nw = _config(B * H, T, D, False, block_t)
         o = torch.empty(B, T, H, D, dtype=q.dtype, device=q.device)
         lse = torch.empty(B * H, T, dtype=torch.float32, device=q.device)
         r = rpb.contiguous() if rpb is not None else None
@@ -248,7 +253,7 @@ class _NATriton(torch.autograd.Function):
         ks, d, scale, block_t = ctx.cfg
         B, T, H, D = q.shape
         do = _rows(do)
-        bt, bd, nw = _config(D, True, block_t)
+        bt, bd, nw = _config(B * H, T, D, True, block_t)
         nb = math.ceil(T / bt)
         delta = torch.empty(B * H, T, dtype=torch.float32, device=q.device)
         dq, dk, dv = (torch.empty(B, T, H, D, dtype=q.dtype, device=q.device) for _ in range(3))  # one stride set
