@@ -1,25 +1,100 @@
-"""Causal dilated neighborhood attention: emotk's gather NA vs dense masked attention, and the NA
+"""Causal dilated neighborhood attention: emotk's NA paths vs dense masked attention, and the NA
 core's share of a NAC-TCN block (forward + backward, CPU or the current CUDA device).
 
     python bench/na.py                  # T = 256 and 4096, C = 128, k = 7, d = 8, batch 4, 2 heads
     python bench/na.py --heads 1 --reps 5
+    python bench/na.py --no-compile     # skip the torch.compile'd path (its first call compiles ~15-30 s)
 
 Printed ratios are measured in this run (best of --reps after a warm-up, the candidates interleaved
-so that machine load hits all of them alike). Dense baselines: ``dense`` = explicit q·kᵀ, mask,
-softmax, ·v (what one writes without NA), ``sdpa`` = PyTorch's fused scaled_dot_product_attention
-with the same boolean mask. Both materialise T×T scores; the NA never does.
+so that machine load hits all of them alike). NA candidates: ``before`` = the causal shift core as it
+was before the CPU rework (padded k/v copies, scatter backward; kept in this file only), ``torch`` =
+today's default (``na1d_torch``, impl auto), ``compiled`` = the same core through ``torch.compile``
+(opt-in backend), ``triton`` = the fused kernel (CUDA, when it can run), ``natten`` (CUDA, when it
+imports). Dense baselines: ``dense`` = explicit q·kᵀ, mask, softmax, ·v (what one writes without NA),
+``sdpa`` = PyTorch's fused scaled_dot_product_attention with the same boolean mask. Both materialise
+T×T scores; the NA never does. Each "sdpa/x" column is sdpa's time over that candidate's (× faster).
 """
 
 from __future__ import annotations
 
 import argparse
 import time
+from functools import lru_cache
 
 import torch
 import torch.nn.functional as F
 
-from emotk.models.na import na1d_natten, na1d_torch, natten_available
+from torch.autograd.function import once_differentiable
+
+from emotk.models.na import compiled_problem, na1d, na1d_natten, na1d_torch, natten_available
 from emotk.models.tcn import NACBlock
+
+
+class _ShiftBefore(torch.autograd.Function):
+    """The causal shift core before the CPU rework (bench only, for "before" beside "after")."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, bias, ks: int, d: int, scale: float):
+        B, T, H, Dh = q.shape
+        p = (ks - 1) * d
+        q = q.contiguous()
+        kp = F.pad(k, (0, 0, 0, 0, p, 0))
+        vp = F.pad(v, (0, 0, 0, 0, p, 0))
+        s = torch.empty(ks, B, T, H, dtype=q.dtype, device=q.device)
+        for i in range(ks):
+            torch.linalg.vecdot(q, kp[:, i * d:i * d + T], out=s[i])
+        s = s.to(bias.dtype).mul_(scale).add_(bias.unsqueeze(1))
+        a = torch.softmax(s, dim=0)
+        a_in = a.to(q.dtype).unsqueeze(-1)
+        out = torch.mul(a_in[0], vp[:, :T])
+        for i in range(1, ks):
+            out.addcmul_(a_in[i], vp[:, i * d:i * d + T])
+        ctx.save_for_backward(q, kp, vp, a)
+        ctx.cfg = (ks, d, scale)
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out):
+        q, kp, vp, a = ctx.saved_tensors
+        ks, d, scale = ctx.cfg
+        B, T, H, Dh = q.shape
+        p = (ks - 1) * d
+        go = grad_out.contiguous().to(q.dtype)
+        ga = torch.empty(ks, B, T, H, dtype=q.dtype, device=q.device)
+        for i in range(ks):
+            torch.linalg.vecdot(go, vp[:, i * d:i * d + T], out=ga[i])
+        ga = ga.to(a.dtype)
+        gs = a * (ga - (ga * a).sum(0, keepdim=True))
+        grad_bias = gs.sum(1) if ctx.needs_input_grad[3] else None
+        gs_in = (gs * scale).to(q.dtype).unsqueeze(-1)
+        a_in = a.to(q.dtype).unsqueeze(-1)
+        gq = torch.mul(gs_in[0], kp[:, :T])
+        gkp = torch.zeros_like(kp)
+        gvp = torch.zeros_like(vp)
+        for i in range(ks):
+            sl = slice(i * d, i * d + T)
+            if i:
+                gq.addcmul_(gs_in[i], kp[:, sl])
+            gkp[:, sl].addcmul_(gs_in[i], q)
+            gvp[:, sl].addcmul_(a_in[i], go)
+        return gq, gkp[:, p:], gvp[:, p:], grad_bias, None, None, None
+
+
+@lru_cache(maxsize=64)
+def _valid_before(T: int, ks: int, d: int, device: str) -> torch.Tensor:
+    t = torch.arange(T, device=device)
+    back = (ks - 1 - torch.arange(ks, device=device)) * d
+    return (t[None, :] - back[:, None]) >= 0
+
+
+def _na1d_reference_shift(q, k, v, ks: int, d: int, rpb=None):
+    """Causal NA through the pre-rework core, with the per-call mask building it did then."""
+    B, T, H, Dh = q.shape
+    valid = _valid_before(T, ks, d, str(q.device))
+    mask = torch.zeros(ks, T, 1, device=q.device, dtype=q.dtype).masked_fill_(~valid[..., None], float("-inf"))
+    bias = rpb[:, :ks].t().unsqueeze(1) + mask if rpb is not None else mask.expand(ks, T, H)
+    return _ShiftBefore.apply(q, k, v, bias, ks, d, Dh ** -0.5)
 
 
 def sync(device):
@@ -84,6 +159,8 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--heads", type=int, default=2, help="2 = the released AffWild2 NAC-TCN block")
     ap.add_argument("--reps", type=int, default=0, help="repetitions [default: 30 for T ≤ 1024, else 4]")
+    ap.add_argument("--no-compile", action="store_true", help="skip the torch.compile'd candidate")
+    ap.add_argument("--no-block", action="store_true", help="skip the NAC-TCN block share line")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     a = ap.parse_args()
     device = torch.device(a.device)
@@ -97,24 +174,38 @@ def main() -> None:
         g = torch.randn(B, T, H, C // H, device=device)
         mask = window_mask(T, k, d, device)
         fns = {
-            "na": lambda q, kk, v: na1d_torch(q, kk, v, k, d, causal=True),
-            "dense": dense_masked(mask),
-            "sdpa": sdpa_masked(mask),
+            "before": lambda q, kk, v: _na1d_reference_shift(q, kk, v, k, d),
+            "torch": lambda q, kk, v: na1d_torch(q, kk, v, k, d, causal=True),
         }
-        with torch.no_grad():  # all compute the same attention
-            ref = na1d_torch(q, kk, v, k, d, causal=True)
-            for n in ("dense", "sdpa"):
-                assert (fns[n](q, kk, v) - ref).abs().max() < 1e-4, n
+        if not a.no_compile:
+            fns["compiled"] = lambda q, kk, v: na1d_torch(q, kk, v, k, d, causal=True, impl="compiled")
+        if device.type == "cuda":
+            try:
+                with torch.no_grad():
+                    na1d(q, kk, v, k, d, backend="triton")
+                fns["triton"] = lambda q, kk, v: na1d(q, kk, v, k, d, backend="triton")
+            except Exception as exc:  # noqa: BLE001 — report and go on without it
+                print(f"  triton: not measured ({exc})")
         if natten_available() and device.type == "cuda":  # NATTEN trains only on CUDA (CPU: forward only)
             fns["natten"] = lambda q, kk, v: na1d_natten(q, kk, v, k, d, causal=True)
-            with torch.no_grad():
-                assert (fns["natten"](q, kk, v) - ref).abs().max() < 1e-4, "natten"
+        fns["dense"] = dense_masked(mask)
+        fns["sdpa"] = sdpa_masked(mask)
+        t0 = time.perf_counter()
+        with torch.no_grad():  # all compute the same attention (the compiled path compiles here)
+            ref = na1d_torch(q, kk, v, k, d, causal=True)
+            for n, f in fns.items():
+                assert (f(q, kk, v) - ref).abs().max() < 1e-4, n
         best = best_of({n: (lambda f=f: fwd_bwd(f, (q, kk, v), g, device)) for n, f in fns.items()}, reps)
-        na = best["na"]
-        extra = f" | natten {best['natten'] * 1e3:8.2f} ms ({best['natten'] / na:5.2f}x)" if "natten" in best else ""
-        print(f"T={T:5d}  NA {na * 1e3:8.2f} ms | dense {best['dense'] * 1e3:9.2f} ms ({best['dense'] / na:6.1f}x) "
-              f"| sdpa {best['sdpa'] * 1e3:9.2f} ms ({best['sdpa'] / na:6.1f}x){extra}   [reps {reps}]")
-
+        setup = time.perf_counter() - t0
+        sd = best["sdpa"]
+        note = f"; compiled ran eagerly: {compiled_problem()}" if "compiled" in fns and compiled_problem() else ""
+        print(f"T={T:5d}  [reps {reps}, incl. warm-up/compile {setup:.1f} s{note}]")
+        for n, t in best.items():
+            rel = f"sdpa/x {sd / t:6.2f}" if n != "sdpa" else ""
+            vs = f"  before/x {best['before'] / t:5.2f}" if n not in ("before", "dense", "sdpa") else ""
+            print(f"    {n:9s} {t * 1e3:9.3f} ms   {rel}{vs}")
+        if a.no_block:
+            continue
         # the NA core's share of one NAC-TCN block (C→C, k, d, heads H, causal NA, dropout 0)
         block = NACBlock(C, C, k, d, dropout=0.0, heads=H, na_backend="torch").to(device)
         x = torch.randn(B, C, T, device=device, requires_grad=True)
@@ -128,7 +219,7 @@ def main() -> None:
                                     (cq, ck, cv), g, device),
         }
         bb = best_of(cands, reps)
-        print(f"         NAC-TCN block {bb['block'] * 1e3:8.2f} ms, its NA core {bb['core'] * 1e3:7.2f} ms "
+        print(f"    NAC-TCN block (torch backend) {bb['block'] * 1e3:8.2f} ms, its NA core {bb['core'] * 1e3:7.2f} ms "
               f"→ NA core share {100 * bb['core'] / bb['block']:5.1f} %")
 
 

@@ -1,14 +1,20 @@
 """emotk's neighborhood attention: against a dense masked reference, an independent window model,
 NATTEN's own forward pass, gradients, causality and the layer's backend selection."""
 
+import json
+import os
+import subprocess
+import sys
+import textwrap
 import warnings
 
 import pytest
 import torch
 
 from emotk.errors import ModelError
-from emotk.models.na import (IMPLS, NeighborhoodAttention1d, causal_window, centred_window, dense_reference,
-                             na1d_natten, na1d_torch, natten_available)
+from emotk.models import na as na_module
+from emotk.models.na import (IMPLS, NeighborhoodAttention1d, causal_window, centred_window, compiled_problem,
+                             dense_reference, na1d, na1d_natten, na1d_torch, natten_available)
 
 CASES = [  # (T, k, d, heads, head_dim) — includes T < k·d and even k
     (20, 3, 2, 2, 8),
@@ -61,7 +67,7 @@ def loop_reference(q, k, v, ks, d, causal, rpb=None):
 def test_matches_dense_masked_attention(T, k, d, H, D, causal):
     q, kk, v = qkv(2, T, H, D)
     rpb = torch.randn(H, 2 * k - 1)
-    for impl in IMPLS if causal else ("auto", "gather"):
+    for impl in [i for i in IMPLS if i != "compiled"] if causal else ("auto", "gather"):
         for bias in (None, rpb):
             ours = na1d_torch(q, kk, v, k, d, causal=causal, rpb=bias, impl=impl)
             assert ours.shape == q.shape
@@ -139,6 +145,117 @@ def test_half_precision_runs_softmax_in_fp32():
     half = na1d_torch(*(x.bfloat16() for x in (q, kk, v)), 5, 3)
     assert half.dtype == torch.bfloat16
     assert (half.float() - ref).abs().max() < 0.05
+
+
+# ---------------------------------------------------------------------------- CPU speed paths
+
+
+def test_cached_mask_bias_is_per_shape_device_and_dtype():
+    a = na_module._causal_mask_bias(20, 3, 2, "cpu", torch.float32)
+    assert a is na_module._causal_mask_bias(20, 3, 2, "cpu", torch.float32)  # cached, not rebuilt per call
+    others = [na_module._causal_mask_bias(21, 3, 2, "cpu", torch.float32),
+              na_module._causal_mask_bias(20, 3, 4, "cpu", torch.float32),
+              na_module._causal_mask_bias(20, 3, 2, "cpu", torch.float64),
+              na_module._causal_mask_bias(20, 3, 2, "meta", torch.float32)]
+    assert all(o is not a for o in others)
+    assert others[0].shape == (3, 21, 1) and others[2].dtype == torch.float64 and others[3].device.type == "meta"
+    # by hand: slot i of frame t is t − (2−i)·2; −inf exactly where that is before frame 0
+    for t in range(20):
+        for i in range(3):
+            assert (a[i, t, 0].item() == float("-inf")) == (t - (2 - i) * 2 < 0)
+    inf_d4 = others[1] == float("-inf")
+    assert int(inf_d4.sum()) == 8 + 4  # d = 4: slot 0 misses frames 0..7, slot 1 frames 0..3
+
+
+def test_caches_built_under_inference_mode_still_train():
+    q, kk, v = qkv(1, 23, 2, 8, seed=3)
+    with torch.inference_mode():  # first use of these shapes: caches are filled here
+        for impl in ("shift", "gather"):
+            na1d_torch(q, kk, v, 3, 5, causal=True, impl=impl)
+        na1d_torch(q, kk, v, 3, 5, causal=False)
+    qg, kg, vg = (x.clone().requires_grad_() for x in (q, kk, v))
+    for impl, causal in (("shift", True), ("gather", True), ("gather", False)):
+        na1d_torch(qg, kg, vg, 3, 5, causal=causal, impl=impl).sum().backward()
+    assert all(torch.isfinite(x.grad).all() for x in (qg, kg, vg))
+
+
+def test_shift_path_is_bit_identical_from_call_to_call():
+    q, kk, v = qkv(2, 50, 2, 8, grad=True, seed=4)
+    rpb = torch.randn(2, 9)
+    g = torch.randn(2, 50, 2, 8)
+    runs = []
+    for _ in range(2):
+        out = na1d_torch(q, kk, v, 5, 3, rpb=rpb)
+        runs.append((out, *torch.autograd.grad(out, (q, kk, v), g)))
+    assert all(torch.equal(a, b) for a, b in zip(*runs))
+
+
+def test_compiled_path_equals_the_reference_and_repeats_exactly():
+    """impl="compiled" (torch.compile where a compiler works, else the same functions eagerly) against
+    the float64 dense reference, forward and every gradient; two calls give identical bits."""
+    torch.manual_seed(0)
+    B, T, H, D, k, d = 2, 37, 2, 8, 5, 3  # the first (k−1)·d = 12 frames miss neighbours
+    q, kk, v = qkv(B, T, H, D, grad=True, seed=5)
+    rpb = torch.randn(H, 2 * k - 1, requires_grad=True)
+    g = torch.randn(B, T, H, D)
+    dbl = [x.detach().double().requires_grad_() for x in (q, kk, v, rpb)]
+    ref = dense_reference(*dbl[:3], k, d, causal=True, rpb=dbl[3])
+    ref_grads = torch.autograd.grad(ref, dbl, g.double())
+    runs = []
+    for _ in range(2):
+        out = na1d_torch(q, kk, v, k, d, causal=True, rpb=rpb, impl="compiled")
+        runs.append((out, *torch.autograd.grad(out, (q, kk, v, rpb), g)))
+    assert (runs[0][0].double() - ref).abs().max() <= 1e-5
+    for a, b in zip(runs[0][1:], ref_grads):
+        assert (a.double() - b).abs().max() <= 1e-4
+    assert all(torch.equal(a, b) for a, b in zip(*runs))
+    assert compiled_problem() is None, compiled_problem()  # gcc is on the project's machines
+    layer = NeighborhoodAttention1d(16, num_heads=2, kernel_size=k, dilation=d, backend="compiled")
+    assert layer.explain_backend(torch.randn(B, T, 16)) == ("compiled", "requested 'compiled'")
+
+
+def test_auto_stays_on_torch_on_cpu_and_triton_refuses_cpu_without_interpreter(monkeypatch):
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    layer = NeighborhoodAttention1d(16, num_heads=2, kernel_size=3, dilation=2)
+    x = torch.randn(2, 20, 16)
+    backend, why = layer.explain_backend(x)
+    assert backend == "torch" and "CPU" in why
+    layer.backend = "triton"
+    with pytest.raises(ModelError, match="(?i)triton.*CUDA"):
+        layer(x)
+    with pytest.raises(ModelError, match="causal only"):
+        NeighborhoodAttention1d(16, num_heads=2, kernel_size=3, dilation=2, causal=False, backend="triton")(x)
+    with pytest.raises(ModelError, match="Triton"):
+        na1d(*qkv(1, 20, 2, 8), 3, 2, backend="triton")
+
+
+TRITON_LAYER = textwrap.dedent("""
+    import json, torch
+    from emotk.models.na import NeighborhoodAttention1d
+    torch.manual_seed(0)
+    layer = NeighborhoodAttention1d(16, num_heads=2, kernel_size=3, dilation=2, backend="triton")
+    x = torch.randn(2, 11, 16, requires_grad=True)
+    y = layer(x)
+    gx, grpb = torch.autograd.grad(y.square().sum(), (x, layer.rpb))
+    layer.backend = "torch"
+    y2 = layer(x)
+    gx2, grpb2 = torch.autograd.grad(y2.square().sum(), (x, layer.rpb))
+    layer.backend = "auto"
+    print(json.dumps({"y": (y - y2).abs().max().item(), "gx": (gx - gx2).abs().max().item(),
+                      "grpb": (grpb - grpb2).abs().max().item(), "auto": layer.explain_backend(x)[0]}))
+""")
+
+
+def test_layer_runs_the_triton_kernel_under_the_interpreter():
+    """backend="triton" wires emotk.models.na_triton into the layer (forward, backward, rpb); Triton's
+    CPU interpreter runs the kernels in a subprocess (TRITON_INTERPRET=1 before triton is imported)."""
+    pytest.importorskip("triton")
+    env = dict(os.environ, TRITON_INTERPRET="1")
+    res = subprocess.run([sys.executable, "-c", TRITON_LAYER], env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    got = json.loads(res.stdout.strip().splitlines()[-1])
+    assert got["y"] <= 1e-5 and got["gx"] <= 1e-4 and got["grpb"] <= 1e-4, got
+    assert got["auto"] == "torch"  # auto never picks the interpreter: CPU stays on torch
 
 
 # ---------------------------------------------------------------------------- NATTEN cross-check
@@ -229,9 +346,20 @@ def test_cuda_forward_and_backward_match_dense(causal):
 
 
 @cuda_only
+def test_cuda_auto_backend_names_triton():
+    x = torch.randn(2, 64, 64, device="cuda")
+    causal = NeighborhoodAttention1d(64, num_heads=2, kernel_size=7, dilation=4).cuda()
+    lagged = NeighborhoodAttention1d(64, num_heads=2, kernel_size=7, dilation=4, causal=False).cuda()
+    backend, why = causal.explain_backend(x)
+    assert backend == "triton" or (backend == "torch" and "triton" in why), why
+    backend, why = lagged.explain_backend(x)
+    assert backend in ("torch", "natten") and "triton" in why and "causal only" in why, why
+
+
+@cuda_only
 def test_cuda_layer_under_autocast():
-    layer = NeighborhoodAttention1d(64, num_heads=2, kernel_size=7, dilation=4).cuda()
-    assert layer.resolve_backend(torch.randn(1, 64, 64, device="cuda")) == "torch"  # rpb → torch
+    layer = NeighborhoodAttention1d(64, num_heads=2, kernel_size=7, dilation=4, backend="torch").cuda()
+    assert layer.resolve_backend(torch.randn(1, 64, 64, device="cuda")) == "torch"
     x = torch.randn(4, 100, 64, device="cuda", requires_grad=True)
     with torch.autocast("cuda", dtype=torch.float16):
         y = layer(x)
