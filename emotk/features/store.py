@@ -118,6 +118,28 @@ def _damaged(p: Path, sid: str, reason: str) -> FeatureStoreError:
     )
 
 
+def _verify(p: Path, sid: str, attrs: dict, feats: np.ndarray, mask: np.ndarray) -> None:
+    """FeatureStoreError unless ``feats`` and ``mask`` match the sha256 stored in ``attrs``."""
+    want = attrs.get(CHECKSUM)
+    if not want:
+        raise _damaged(p, sid, "it has no checksum")
+    if sample_digest(feats, mask) != want:
+        raise _damaged(p, sid, "its bytes do not match the sha256 written with it")
+
+
+@dataclass(frozen=True)
+class Extent:
+    """A sample's features stored as one plain block of bytes: ``shape`` × ``dtype`` at ``offset`` of
+    ``path``; ``file_id`` is (st_dev, st_ino) of the file the store opened, to check that another
+    open of ``path`` reaches the same file."""
+
+    path: Path
+    offset: int
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    file_id: tuple[int, int]
+
+
 class FeatureStore:
     """Read access to a store (merged file + parts) as one mapping sample_id → (features, mask).
 
@@ -193,12 +215,63 @@ class FeatureStore:
             mask = f[MASK][sid][()]
         except H5_ERRORS as exc:
             raise _damaged(p, sid, f"unreadable: {type(exc).__name__}: {str(exc)[:120]}") from None
-        want = attrs.get(CHECKSUM)
-        if not want:
-            raise _damaged(p, sid, "it has no checksum")
-        if sample_digest(feats, mask) != want:
-            raise _damaged(p, sid, "its bytes do not match the sha256 written with it")
+        _verify(p, sid, attrs, feats, mask)
         return feats, mask, attrs
+
+    def shape_of(self, sid: str) -> tuple[tuple[int, ...], np.dtype]:
+        """Shape and dtype of ``sid``'s features (metadata only, nothing verified)."""
+        f = self._where[sid]
+        try:
+            ds = f[sid]
+            return tuple(ds.shape), ds.dtype
+        except H5_ERRORS as exc:
+            raise _damaged(self._names[id(f)], sid, f"unreadable: {type(exc).__name__}: {str(exc)[:120]}") from None
+
+    def extent(self, sid: str) -> Extent | None:
+        """Where ``sid``'s features lie as raw bytes in their file, or None when they do not lie there
+        as one plain block (chunked, compressed, external or virtual storage, not yet allocated,
+        non-native byte order). Metadata only: verify the sample with :meth:`read_into` before use."""
+        f = self._where[sid]
+        try:
+            ds = f[sid]
+            layout = ds.id.get_create_plist().get_layout()
+            offset = ds.id.get_offset()
+            dtype = ds.dtype
+            if (layout != h5py.h5d.CONTIGUOUS or offset is None or ds.is_virtual or ds.external
+                    or not dtype.isnative or dtype.kind not in "fiub"
+                    or ds.id.get_storage_size() != ds.size * dtype.itemsize):
+                return None
+            st = os.fstat(f.id.get_vfd_handle())
+        except (*H5_ERRORS, NotImplementedError):
+            return None
+        return Extent(self._names[id(f)], int(offset), tuple(ds.shape), dtype, (st.st_dev, st.st_ino))
+
+    def read_into(self, sid: str, out: np.ndarray) -> np.ndarray:
+        """Read ``sid``'s features into ``out`` (a C-contiguous array of their shape; another dtype is
+        a cast, as ``astype``), check its sha256 and return its mask. When ``out`` has the stored
+        dtype no other array of the sample's size is made."""
+        if sid not in self._where:
+            raise FeatureStoreError(f"sample {sid!r} is not in {self.path}; run `emotk extract` again to add it.")
+        f = self._where[sid]
+        p = self._names[id(f)]
+        try:
+            ds = f[sid]
+            attrs = _read_attrs(ds.attrs)
+            if tuple(ds.shape) != out.shape:
+                raise ValueError(f"features have shape {tuple(ds.shape)}, expected {out.shape}")
+            if ds.dtype == out.dtype:
+                feats = out
+                if out.size:
+                    ds.read_direct(out)
+            else:
+                feats = ds[()]
+            mask = f[MASK][sid][()]
+        except H5_ERRORS as exc:
+            raise _damaged(p, sid, f"unreadable: {type(exc).__name__}: {str(exc)[:120]}") from None
+        _verify(p, sid, attrs, feats, mask)
+        if feats is not out:
+            out[...] = feats
+        return mask
 
     def problem(self, sid: str) -> str | None:
         """Why ``sid`` cannot be read (damaged, no checksum), or None when it reads and verifies."""

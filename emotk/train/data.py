@@ -2,7 +2,8 @@
 
 Streams (one source object per kind reads one sample's frames):
 
-- ``frames``: a feature cache (``features/<name>.h5``) held in memory as float16, ``[L, D]`` per window;
+- ``frames``: a feature cache (``features/<name>.h5``) as float16, read from its file per window (or from
+  one in-memory block when it is chunked or compressed), ``[L, D]`` per window;
 - ``crops``: the face-crop images of the manifest's frame folders, decoded at the window's frame
   indices (in DataLoader workers) and resized to ``image_size``, ``[L, 3, S, S]`` uint8 per window —
   for training a frame encoder end to end with the temporal model;
@@ -30,6 +31,7 @@ Window builders, one per task kind:
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,33 +63,148 @@ def check_in_manifest(ws: Workspace, dataset: str, sample_ids: list[str], what: 
     return pl.DataFrame({"sample_id": sample_ids}).join(manifest, on="sample_id", how="left", maintain_order="left")
 
 
-def read_cache(ws: Workspace, dataset: str, name: str, sample_ids: list[str], stream: str,
-               how: str) -> list[tuple[np.ndarray, np.ndarray]]:
-    """(features, mask) of every sample from feature cache ``name``; a missing cache or sample is an error."""
+def open_cache(ws: Workspace, dataset: str, name: str, sample_ids: list[str], stream: str,
+               how: str) -> FeatureStore:
+    """The open feature cache ``name``, holding every one of ``sample_ids``; a missing cache or sample is an error."""
     path = ws.feature_path(dataset, name)
     if not path.exists() and not path.with_name(path.stem + ".parts").is_dir():
         raise EmotkError(f"no feature cache {name!r} in {path.parent}: make it with `emotk extract {how} --name {name}` "
                          f"(or pick another with --input {stream}=NAME).")
-    with FeatureStore(path) as store:
-        missing = [s for s in sample_ids if s not in store]
-        if missing:
-            raise EmotkError(f"{len(missing)} samples of the split have no features in {path} (e.g. {missing[0]!r}); "
-                             "run `emotk extract` again (it adds only what is missing) or see failures.csv: "
-                             "samples that could not be extracted are listed there.")
+    store = FeatureStore(path)
+    missing = [s for s in sample_ids if s not in store]
+    if missing:
+        store.close()
+        raise EmotkError(f"{len(missing)} samples of the split have no features in {path} (e.g. {missing[0]!r}); "
+                         "run `emotk extract` again (it adds only what is missing) or see failures.csv: "
+                         "samples that could not be extracted are listed there.")
+    return store
+
+
+def read_cache(ws: Workspace, dataset: str, name: str, sample_ids: list[str], stream: str,
+               how: str) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(features, mask) of every sample from feature cache ``name``; a missing cache or sample is an error."""
+    with open_cache(ws, dataset, name, sample_ids, stream, how) as store:
         return [store.read(s) for s in sample_ids]
 
 
+IN_MEMORY = -1  # FrameSource: the sample lies in the in-memory block
+
+
 class FrameSource:
-    """Stream ``frames``: a feature cache, in memory (float16)."""
+    """Stream ``frames``: a feature cache as float16, with no second copy of it in memory.
+
+    Every sample's sha256 is checked when the source is made. Samples the cache stores as one plain
+    float16 block (contiguous, uncompressed: what ``emotk extract`` writes) then stay in their file:
+    ``take`` reads the rows a window spans with ``os.pread`` on a descriptor opened at load (the OS
+    page cache holds them, shared between DataLoader workers and reclaimable, not in the process's
+    own memory). Other samples (chunked or compressed datasets, float32 caches) are read into one
+    float16 array for the whole split, per-sample offsets into it (float32 is rounded as ``astype``).
+    """
 
     def __init__(self, ws: Workspace, dataset: str, name: str, sample_ids: list[str]):
-        loaded = read_cache(ws, dataset, name, sample_ids, "frames", "--encoder ENCODER")
-        self.feats = [np.asarray(f, dtype=np.float16) for f, _ in loaded]
-        self.masks = [np.asarray(m, dtype=bool) for _, m in loaded]
-        self.shape = tuple(self.feats[0].shape[1:]) if self.feats else ()
+        self._handles: list = []  # open files of the samples kept in their file
+        self._paths: list[Path] = []
+        self._ids: list[tuple[int, int]] = []  # (st_dev, st_ino) of each, checked on every (re)open
+        with open_cache(ws, dataset, name, sample_ids, "frames", "--encoder ENCODER") as store:
+            self._plan(store, sample_ids)
+            self.masks = self._read(store, sample_ids)
+        self.shape = self._shapes[0][1:] if self._shapes else ()
+
+    def _plan(self, store: FeatureStore, sample_ids: list[str]) -> None:
+        """Where each sample is read from: its file (byte offset) or the in-memory block (element offset)."""
+        n = len(sample_ids)
+        self._file = np.full(n, IN_MEMORY, np.int64)
+        self._offset = np.zeros(n, np.int64)
+        self._shapes: list[tuple[int, ...]] = []
+        files: dict[Path, int] = {}
+        block = 0
+        for i, sid in enumerate(sample_ids):
+            shape, _ = store.shape_of(sid)
+            self._shapes.append(shape)
+            ext = store.extent(sid) if hasattr(os, "pread") else None
+            if ext is not None and ext.dtype == np.float16 and len(shape) >= 1:
+                if ext.path not in files:
+                    files[ext.path] = len(self._paths)
+                    self._paths.append(ext.path)
+                    self._ids.append(ext.file_id)
+                self._file[i], self._offset[i] = files[ext.path], ext.offset
+            else:
+                self._offset[i] = block
+                block += int(np.prod(shape, dtype=np.int64))
+        self._block = np.empty(block, np.float16)
+        self._open()
+
+    def _read(self, store: FeatureStore, sample_ids: list[str]) -> list[np.ndarray]:
+        """Verify every sample (reading block samples into place); their masks."""
+        in_file = [i for i in range(len(sample_ids)) if self._file[i] != IN_MEMORY]
+        largest = max((int(np.prod(self._shapes[i], dtype=np.int64)) for i in in_file), default=0)
+        scratch = np.empty(largest, np.float16)  # one buffer for checking the samples kept in their file
+        masks = []
+        for i, sid in enumerate(sample_ids):
+            size = int(np.prod(self._shapes[i], dtype=np.int64))
+            if self._file[i] == IN_MEMORY:
+                out = self._block[self._offset[i]:self._offset[i] + size]
+            else:
+                out = scratch[:size]
+            masks.append(np.asarray(store.read_into(sid, out.reshape(self._shapes[i])), dtype=bool))
+        return masks
+
+    def _open(self) -> None:
+        """Open the files of the samples kept there; each must be the file the store verified."""
+        self._handles = []
+        for path, want in zip(self._paths, self._ids):
+            try:
+                fh = open(path, "rb", buffering=0)
+            except OSError as exc:
+                self.close()
+                raise EmotkError(f"cannot open {path} to read features ({exc.strerror or exc}); the feature cache "
+                                 "changed while training started (an `emotk extract` merging it?). Train again "
+                                 "once it is finished.") from None
+            st = os.fstat(fh.fileno())
+            self._handles.append(fh)
+            if (st.st_dev, st.st_ino) != want:
+                self.close()
+                raise EmotkError(f"{path} was replaced while training read it (an `emotk extract` merging the "
+                                 "feature cache?). Train again once it is finished.")
+
+    def close(self) -> None:
+        for fh in self._handles:
+            fh.close()
+        self._handles = []
+
+    def __getstate__(self) -> dict:  # for DataLoader workers started by spawn: they reopen the files
+        state = dict(self.__dict__)
+        state["_handles"] = []
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._open()
+
+    def _rows(self, s: int, lo: int, hi: int) -> np.ndarray:
+        """Rows ``lo:hi`` of sample ``s`` (float16)."""
+        shape = self._shapes[s]
+        if self._file[s] == IN_MEMORY:
+            size = int(np.prod(shape, dtype=np.int64))
+            return self._block[self._offset[s]:self._offset[s] + size].reshape(shape)[lo:hi]
+        row = int(np.prod(shape[1:], dtype=np.int64)) * 2
+        want = (hi - lo) * row
+        data = os.pread(self._handles[self._file[s]].fileno(), want, int(self._offset[s]) + lo * row)
+        if len(data) != want:
+            raise EmotkError(f"{self._paths[self._file[s]]} is shorter than when training started (truncated "
+                             "while reading); extract the feature cache again and train again.")
+        return np.frombuffer(data, np.float16).reshape(hi - lo, *shape[1:])
 
     def take(self, s: int, frames: np.ndarray) -> tuple[torch.Tensor, np.ndarray]:
-        return torch.from_numpy(self.feats[s][frames].astype(np.float32)), np.ones(len(frames), bool)
+        frames = np.asarray(frames, dtype=np.int64)
+        n = self._shapes[s][0]
+        if len(frames) and (frames.min() < 0 or frames.max() >= n):
+            raise IndexError(f"frames {frames.min()}..{frames.max()} outside sample {s} of {n} frames")
+        lo, hi = (int(frames.min()), int(frames.max()) + 1) if len(frames) else (0, 0)
+        if not self._handles and self._paths:  # closed: open again
+            self._open()
+        rows = self._rows(s, lo, hi)[frames - lo]
+        return torch.from_numpy(rows.astype(np.float32)), np.ones(len(frames), bool)
 
 
 class CropSource:
