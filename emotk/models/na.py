@@ -20,10 +20,16 @@ steps). A causal window only uses offsets −(k−1)…0, i.e. the first k entri
 h·(2k−1) parameters so parameter counts match the released model (the other k−1 entries get no
 gradient and are inert).
 
-No T×T matrix is ever formed. Two implementations (``na1d_torch(impl=...)``): "shift" — k shifted
-views of the left-padded keys/values inside a custom autograd function, no k-fold copies (memory
-O(B·T·C + B·T·h·k); causal only; fastest on CPU); "gather" — one index gather of the k neighbours
-with plain autograd, few large kernels (GPU, and the centred window).
+No T×T matrix is ever formed. Implementations (``na1d_torch(impl=...)``): "shift" — causal only, a
+custom autograd function over k shifted slices of q/k/v restricted to each slot's valid frames (no
+padded copies, mask bias cached per shape/device/dtype; memory O(B·T·C + B·T·h·k)); the default on
+CPU, bit-identical from call to call. "gather" — one index gather of the k neighbours with plain
+autograd, few large kernels (GPU, and the centred window). "compiled" — the shift core as pure
+tensor functions through ``torch.compile`` (one fused C++/Triton loop for the forward and one for
+the hand-written backward): opt-in, because its rounding differs from "shift" (~1e-6) and its first
+call per shape compiles for seconds; where no compiler works it runs those functions eagerly.
+Backends of the layer: "torch", "compiled", "triton" (``emotk.models.na_triton``, imported on first
+use), "natten"; "auto" picks triton → natten → torch on CUDA and torch on CPU.
 """
 
 from __future__ import annotations
@@ -201,6 +207,7 @@ def compiled_problem() -> str | None:
 def _run_compiled(which: int, *args):
     """Run compiled core ``which`` (0 forward, 1 backward); after any compiler failure the eager
     functions run instead for the rest of the process (same results, slightly different rounding)."""
+    args = tuple(a.detach() if isinstance(a, torch.Tensor) else a for a in args)  # no requires_grad guards
     if not _COMPILE_PROBLEM:
         try:
             return _compiled_cores()[which](*args)
