@@ -344,7 +344,8 @@ def test_split_by_any_column(ws, tmp_path):
     ("--epochs", "0", "--epochs"), ("--epochs", "-3", "--epochs"), ("--seq-len", "0", "--seq-len"),
     ("--batch-size", "0", "--batch-size"), ("--lr", "0", "--lr"), ("--lr", "nan", "--lr"), ("--seeds", "", "--seeds"),
     ("--seeds", "1,x", "--seeds"), ("--num-workers", "-1", "--num-workers"), ("--val-fraction", "1.5", "--val-fraction"),
-    ("--select-on", "best", "--select-on"), ("--input", "audio=x", "--input"), ("--set", "epochs", "--set"),
+    ("--select-on", "best", "--select-on"), ("--input", "sound=x", "--input"), ("--input", "audio=x", "multimodal"),
+    ("--set", "epochs", "--set"),
 ])
 def test_bad_train_values_exit_2_before_any_folder(ws, tmp_path, flag, value, needle):
     runs = tmp_path / "runs"

@@ -63,7 +63,7 @@ from emotk.datasets.base import Task
 from emotk.locks import output_lock
 from emotk.report import write_confusion
 from emotk.errors import EmotkError, RunError, SplitError
-from emotk.models import build, find_preset, model_info
+from emotk.models import MODELS, build, find_preset, model_info
 from emotk.splits import check, read_split
 from emotk.train import protocol as protocols
 from emotk.train.augment import TTA_SETS, augment, step_seed
@@ -227,6 +227,10 @@ def resolve(ws: Workspace, cfg: TrainConfig) -> Resolved:
         raise RunError(f"the protocol selects on {proto['metric']!r}, which a {task.kind} task ({cfg.dataset}) does not "
                        f"report; pass --set metric=NAME with one of {', '.join(TASK_METRICS[task.kind])} (or null: "
                        f"the dataset's {task.metric!r}).")
+    if proto["input"] == "streams" and model_info(cfg.model).family != "multimodal":
+        raise RunError(f"model {cfg.model!r} reads {', '.join(model_info(cfg.model).streams)}; the per-utterance streams "
+                       f"({', '.join(SEQUENCE_STREAMS)}) are for the multimodal models "
+                       f"({', '.join(sorted(m for m, i in MODELS.items() if i.family == 'multimodal'))}).")
     inputs = resolve_inputs(ws, cfg, proto)
     prints = {
         "manifest": fingerprint(ws.manifest_path(cfg.dataset)),
