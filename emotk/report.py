@@ -315,7 +315,21 @@ def summarize(df: pl.DataFrame, metric: str, skipped: list[tuple[str, str]] | No
     for idx in same.values():
         for i, text in zip(idx, differences([rows[i]["identity"] for i in idx])):
             differs[i] = text
-    return out.drop("identity").with_columns(pl.Series("differs", differs, dtype=pl.Utf8))
+    paper = [_published(r["model"], r["size"], r["dataset"], metric) for r in out.select("model", "size", "dataset").to_dicts()]
+    return out.drop("identity").with_columns(pl.Series("differs", differs, dtype=pl.Utf8),
+                                             pl.Series("paper", [p[0] if p else None for p in paper], dtype=pl.Float64),
+                                             pl.Series("paper_protocol", [p[1] if p else None for p in paper], dtype=pl.Utf8))
+
+
+def _published(model: str | None, size: str | None, dataset: str | None, metric: str) -> tuple[float, str] | None:
+    """The paper's figure for this row (a preset's ``published`` entry), or None."""
+    if not model or not dataset:
+        return None
+    try:
+        from emotk.models import published
+    except ImportError:  # pragma: no cover - the models need torch, which emotk depends on
+        return None
+    return published(model, size, dataset, metric)
 
 
 # --------------------------------------------------------------------------------------- rendering
@@ -343,7 +357,9 @@ def _direction(metric: str) -> str:
 
 def _rows(summary: pl.DataFrame, digits: int) -> tuple[list[str], list[list[str]]]:
     has_macs = "macs" in summary.columns
-    header = ["Model", "Dataset", "Split", "Protocol", "Selection", "mean ± std", "Runs", "Params"] + (["MACs"] if has_macs else [])
+    has_paper = "paper" in summary.columns and summary["paper"].null_count() < summary.height
+    header = ["Model", "Dataset", "Split", "Protocol", "Selection", "mean ± std"] + (["Paper"] if has_paper else []) + \
+        ["Runs", "Params"] + (["MACs"] if has_macs else [])
     # the inputs column where they tell rows apart or name per-utterance streams (uni-/bi-/tri-modal)
     labels = [x for x in summary["inputs"].to_list() if x]
     show_inputs = len(set(summary["inputs"].to_list())) > 1 or any(
@@ -363,6 +379,7 @@ def _rows(summary: pl.DataFrame, digits: int) -> tuple[list[str], list[list[str]
             r["protocol"] or _DASH,
             (r["select_on"] or _DASH) + (" (optimistic)" if r["select_on"] == "heldout" else ""),
             f"{r['mean']:.{digits}f} ± {std}",
+            *([_DASH if r["paper"] is None else f"{r['paper']:.{digits}f}"] if has_paper else []),
             str(r["n_runs"]),
             _si(r["params"]),
         ]
@@ -397,7 +414,7 @@ def render(summary: pl.DataFrame, metric: str, fmt: str = "md", digits: int = 4)
     if fmt == "csv":
         cols = [*GROUP_KEYS, "metric", "mean", "std", "n_runs", "n_folds", "n_seeds", "params"]
         cols += ["macs"] if "macs" in summary.columns else []
-        cols += ["differs"]
+        cols += ["differs"] + [c for c in ("paper", "paper_protocol") if c in summary.columns]
         return summary.select(cols).write_csv()
     header, body = _rows(summary, digits)
     arrow = _direction(metric)
@@ -406,8 +423,13 @@ def render(summary: pl.DataFrame, metric: str, fmt: str = "md", digits: int = 4)
     note = "Selection: " + "; ".join(f"{r} = {SELECTION_NOTE.get(r, r)}" for r in rules) + "." if rules else ""
     if metric in METRIC_NOTE:
         note = (note + "\n" if note else "") + METRIC_NOTE[metric] + "."
+    if "paper" in summary.columns:
+        protocols = sorted({p for p in summary["paper_protocol"].to_list() if p})
+        if protocols:
+            note = (note + "\n" if note else "") + "Paper = the figure the paper prints for this model and dataset, " \
+                "measured under its own protocol: " + "; ".join(protocols) + "."
     if fmt == "md":
-        right = {5, 6, 7, 8}
+        right = set(range(5, 5 + sum(h in header for h in ("Paper", "Runs", "Params", "MACs")) + 1))
         lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---:" if i in right else "---" for i in range(len(header))) + "|"]
         lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in body]
         return "\n".join(lines) + "\n" + (f"\n{note}\n" if note else "")

@@ -72,6 +72,9 @@ def test_miskow_recipes(dataset, folds, tmp_path):
     split = f"subject-k{folds}" if folds else "official"
     assert "=== stage 4" in out and models_in_table(table) == {"vgg16-base"}
     assert f"| {split} | miskow |" in table
+    # the dissertation's Table 3.3 figure for VGG16 on this dataset, beside ours, with how it was measured
+    paper = {"fer2013": "0.6066", "ckplus": "0.8791", "jaffe": "0.6444"}[dataset]
+    assert "| Paper |" in table and f"| {paper} |" in table and "Miskow 2022:" in table
 
 
 def test_iemocap_recipe(tmp_path):

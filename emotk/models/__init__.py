@@ -3,9 +3,9 @@
 Model families register themselves when this package is imported (the registry imports none of them).
 """
 
-from emotk.models.registry import MODELS, PRESETS, Preset, build, find_preset, model_info, register_model, register_preset, sizes_of
+from emotk.models.registry import MODELS, PRESETS, Preset, build, find_preset, model_info, published, register_model, register_preset, sizes_of
 
 # families: importing them runs their @register_model / register_preset calls
 from emotk.models import attention, cnn, selfcross, tcn, temporal  # noqa: E402,F401  isort: skip
 
-__all__ = ["MODELS", "PRESETS", "Preset", "build", "find_preset", "model_info", "register_model", "register_preset", "sizes_of"]
+__all__ = ["MODELS", "PRESETS", "Preset", "build", "find_preset", "model_info", "published", "register_model", "register_preset", "sizes_of"]

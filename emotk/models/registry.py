@@ -114,6 +114,23 @@ def find_preset(name: str, size: str | None, dataset: str | None) -> Preset | No
     )
 
 
+def published(model: str, size: str | None, dataset: str | None, metric: str) -> tuple[float, str] | None:
+    """The paper's printed figure for ``metric`` of this model preset on ``dataset`` and the protocol it
+    was measured under: ``(value, protocol)`` from the preset's ``extra["published"][dataset][metric]``
+    (a fraction, as emotk reports metrics) and ``extra["published_protocol"][dataset]``; None when the
+    paper printed none."""
+    try:
+        preset = find_preset(model, size, dataset)
+    except ModelError:
+        return None
+    if preset is None:
+        return None
+    value = (preset.extra.get("published") or {}).get(dataset, {}).get(metric)
+    if value is None:
+        return None
+    return float(value), str((preset.extra.get("published_protocol") or {}).get(dataset, "the paper's protocol"))
+
+
 def build(name: str, size: str | None = None, dataset: str | None = None, **overrides) -> nn.Module:
     """Build ``name`` with the preset for (size, dataset), then ``overrides`` on top.
 
