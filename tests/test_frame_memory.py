@@ -44,9 +44,9 @@ def _ws(tmp_path) -> tuple[Workspace, object]:
 
 
 def _frame_sets(n: int) -> list[np.ndarray]:
-    """Windows as the builders make them: runs, strided runs, edge-padded runs, uniform picks, one frame."""
+    """Windows as the builders make them: runs, strided runs, edge-padded runs, uniform picks, one frame (and a reversed run)."""
     sets = [np.arange(n), np.arange(0, n, 3), np.minimum(np.arange(8) + max(n - 3, 0), n - 1),
-            np.linspace(0, n - 1, 7).round().astype(int), np.array([n - 1])]
+            np.linspace(0, n - 1, 7).round().astype(int), np.array([n - 1]), np.arange(n)[::-1]]
     return [f for f in sets if len(f)]
 
 

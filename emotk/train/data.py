@@ -203,7 +203,9 @@ class FrameSource:
         lo, hi = (int(frames.min()), int(frames.max()) + 1) if len(frames) else (0, 0)
         if not self._handles and self._paths:  # closed: open again
             self._open()
-        rows = self._rows(s, lo, hi)[frames - lo]
+        rows = self._rows(s, lo, hi)
+        if hi - lo != len(frames) or (len(frames) > 1 and not (np.diff(frames) == 1).all()):
+            rows = rows[frames - lo]  # not one run of consecutive frames (a stride, edge padding, a clip's picks)
         return torch.from_numpy(rows.astype(np.float32)), np.ones(len(frames), bool)
 
 
