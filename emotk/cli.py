@@ -320,7 +320,9 @@ def train(
     gpus: Optional[str] = typer.Option(None, help="Spread the fold × seed runs over these GPUs, one run each at a time, e.g. 0,1,2,3 ('cpu' slots run on the CPU)."),
     allow_leak: bool = typer.Option(False, "--allow-leak", help="Train even if the split puts a subject in two parts."),
     na_mode: Optional[str] = typer.Option(None, help="NAC-TCN attention window: causal (the paper) or lagged (the released code's pad-and-chomp)."),
-    na_backend: Optional[str] = typer.Option(None, help="Neighborhood attention kernels: auto, torch or natten (CUDA, no positional bias)."),
+    na_backend: Optional[str] = typer.Option(None, help="Neighborhood attention kernels: auto (CUDA: triton, then natten, then torch; CPU: torch), "
+                                            "torch, compiled (torch.compile'd core, opt-in, fastest on CPU), triton (fused CUDA "
+                                            "kernel, causal, with positional bias) or natten (CUDA, no positional bias)."),
     option: list[str] = typer.Option([], "--option", "-o", help="Model option KEY=VALUE (JSON value), e.g. -o dilation_bug=true (see docs/models.md)."),
     runs: Optional[Path] = typer.Option(None, help="Runs folder (default: <workspace>/runs)."),
     dataset: Optional[str] = DatasetOpt,
