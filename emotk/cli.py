@@ -319,6 +319,8 @@ def train(
     nproc: int = typer.Option(1, min=1, help="Data-parallel processes on this machine (launches torchrun; batch sizes stay global)."),
     gpus: Optional[str] = typer.Option(None, help="Spread the fold × seed runs over these GPUs, one run each at a time, e.g. 0,1,2,3 ('cpu' slots run on the CPU)."),
     allow_leak: bool = typer.Option(False, "--allow-leak", help="Train even if the split puts a subject in two parts."),
+    compile_: bool = typer.Option(False, "--compile", help="torch.compile the training step (CUDA graphs on CUDA; the first "
+                                  "steps compile, ~15-60 s). A compiled run is its own configuration (rounding may differ)."),
     na_mode: Optional[str] = typer.Option(None, help="NAC-TCN attention window: causal (the paper) or lagged (the released code's pad-and-chomp)."),
     na_backend: Optional[str] = typer.Option(None, help="Neighborhood attention kernels: auto (CUDA: triton, then natten, then torch; CPU: torch), "
                                             "torch, compiled (torch.compile'd core, opt-in, fastest on CPU), triton (fused CUDA "
@@ -370,7 +372,8 @@ def train(
         device = slots_device(slots)
     configs = [TrainConfig(model=model, dataset=ds, split=split_name, inputs=inputs, fold=k, size=size, seed=s,
                            protocol=protocol, overrides=overrides, device=device, num_workers=num_workers,
-                           allow_leak=allow_leak, model_options=options, runs_dir=str(runs) if runs else None)
+                           allow_leak=allow_leak, model_options=options, runs_dir=str(runs) if runs else None,
+                           compile=compile_)
                for s in _parse_ints(seeds, "--seeds") for k in folds]
     for cfg in configs[:1]:
         select_parts(ws, cfg)  # an unknown protocol, a malformed protocol file or a bad split: one error, now

@@ -415,3 +415,15 @@ def test_end_to_end_checkpointing_gives_the_same_gradients():
         net(x).square().sum().backward()
         grads.append({n: p.grad.clone() for n, p in net.named_parameters()})
     assert all(torch.allclose(grads[0][n], grads[1][n], atol=1e-6) for n in grads[0])
+
+
+def test_compiled_training_step_is_its_own_run_and_matches_eager(ws, tmp_path):
+    """--compile (torch.compile of the training step) trains the same model: a run of its own (its rounding
+    may differ), whose losses and metric agree with the eager run's to float tolerance."""
+    eager = train_run(ws, _cfg(runs_dir=str(tmp_path / "runs")), progress=False)
+    compiled = train_run(ws, _cfg(runs_dir=str(tmp_path / "runs"), compile=True), progress=False)
+    a, b = run_dir(ws, _cfg(runs_dir=str(tmp_path / "runs"))), run_dir(ws, _cfg(runs_dir=str(tmp_path / "runs"), compile=True))
+    assert a != b and json.loads((b / "config.json").read_text())["identity"]["compiled"] is True
+    ha, hb = (pl.read_csv(d / "history.csv") for d in (a, b))
+    assert hb["train_loss"].to_list() == pytest.approx(ha["train_loss"].to_list(), rel=1e-4, abs=1e-5)
+    assert compiled["metrics"]["ccc"] == pytest.approx(eager["metrics"]["ccc"], abs=1e-4)

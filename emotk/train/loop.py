@@ -100,6 +100,7 @@ class TrainConfig:
     device: str | None = None
     num_workers: int = 0
     amp: bool = True  # used on CUDA only
+    compile: bool = False  # torch.compile the training step's model (CUDA graphs on CUDA: mode reduce-overhead)
     allow_leak: bool = False
     model_options: dict = field(default_factory=dict)
     runs_dir: str | None = None
@@ -246,6 +247,8 @@ def resolve(ws: Workspace, cfg: TrainConfig) -> Resolved:
         "model_options": cfg.model_options, "protocol": proto, "inputs": inputs, "fingerprints": prints,
         "precision": _precision(cfg), "train_format": TRAIN_FORMAT,
     }
+    if cfg.compile:  # a compiled step may round differently: another configuration
+        identity["compiled"] = True
     digest = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:8]
     root = Path(cfg.runs_dir) if cfg.runs_dir else ws.runs_dir()
     part = "official" if cfg.fold is None else f"fold{cfg.fold}"
@@ -399,6 +402,28 @@ def build_model(run: Resolved, shapes: dict[str, tuple]) -> tuple[torch.nn.Modul
     dims = {"in_channels": shape[0], "image_size": shape[-1]} if streams[0] in PIXEL_STREAMS else {"in_dim": shape[-1]}
     net = build(cfg.model, cfg.size, cfg.dataset, out_dim=run.task.out_dim, head=run.task.head, **dims, **cfg.model_options)
     return net, streams
+
+
+def compile_step(net: torch.nn.Module, device: torch.device):
+    """``net`` through ``torch.compile`` for the training step: CUDA graphs on CUDA (``reduce-overhead``:
+    the step is not launch-bound), the default inductor mode on the CPU. Windows have a fixed length, so
+    it compiles once per batch shape (a smaller last batch once more) and stage."""
+    mode = "reduce-overhead" if device.type == "cuda" else "default"
+    return torch.compile(net, mode=mode, dynamic=False)
+
+
+def _forward(net, inputs: list, compiled: bool):
+    if not compiled:
+        return net(*inputs)
+    try:
+        return net(*inputs)
+    except (RuntimeError, AssertionError, NotImplementedError) as exc:
+        name = type(exc).__name__
+        if "dynamo" in type(exc).__module__ or "inductor" in str(exc).lower() or "compile" in str(exc).lower() \
+                or name in ("BackendCompilerFailed", "InternalTorchDynamoError", "Unsupported"):
+            raise RunError(f"--compile: torch.compile could not compile this model here ({name}: "
+                           f"{str(exc).splitlines()[0][:200]}); train without --compile.") from None
+        raise
 
 
 def _macs(model, shape: tuple, seq_len: int | None, shapes: dict | None = None, streams=()) -> int | None:
@@ -777,6 +802,8 @@ def _train(ws: Workspace, run: Resolved, mode: str, info: ddp.DistInfo, progress
         net = model  # wrapped per stage: DDP registers the parameters that need a gradient when it is built
         if info.distributed:
             net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        if cfg.compile:  # the training forward only (evaluation stays eager); fixed window shapes: no recompiles
+            net = compile_step(net, device)
         optimizer = make_optimizer(model, stage)
         sampler = ddp.GlobalBatchSampler(train_set, stage["batch_size"], num_replicas=info.world_size, rank=info.rank,
                                          seed=cfg.seed * 100_003 + si)  # data order depends on (seed, stage, epoch) only
@@ -835,7 +862,7 @@ def _train(ws: Workspace, run: Resolved, mode: str, info: ddp.DistInfo, progress
                         x = augment(x, stage["augment"], step_seed(cfg.seed, si, epoch, step * info.world_size + info.rank))
                     inputs.append(x)
                 with torch.autocast("cuda", enabled=amp):
-                    out = net(*inputs)
+                    out = _forward(net, inputs, cfg.compile)
                 out = ddp.gather_batch(out, sizes[step], info.rank, keep_grad=True)
                 y = ddp.gather_batch(b["y"], sizes[step], info.rank, keep_grad=False)
                 valid = ddp.gather_batch(b["valid"], sizes[step], info.rank, keep_grad=False)
