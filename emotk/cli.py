@@ -140,6 +140,8 @@ def extract(
                                         help="Encode about this many frames per second of each video (others masked)."),
     flush_frames: int = typer.Option(4096, min=1, help="Frames buffered before a part file is written (a kill loses at most these)."),
     nproc: int = typer.Option(1, min=1, help="Processes on this machine (launches torchrun; one GPU each when present)."),
+    decode: str = typer.Option("workers", help="JPEG decoding: workers (PIL in the DataLoader processes) or device "
+                               "(batched on the encoder's device, nvJPEG on CUDA: frees the CPU; recorded in the cache)."),
     audio: Optional[str] = typer.Option(None, help="Audio features of each utterance instead of frame features: egemaps "
                                         "(openSMILE eGeMAPSv02), compare (ComParE_2016), mfcc or logmel (librosa)."),
     level: str = typer.Option("lld", help="With --audio egemaps|compare: lld (frames, [T, D]) or functionals ([D])."),
@@ -192,7 +194,7 @@ def extract(
         raise typer.Exit(distributed.launch(nproc, distributed.strip_option(sys.argv[1:], "--nproc")))
     summary = extract_frames(ws, ds, encoder=encoder, weights=weights, name=name, image_size=image_size,
                              batch_size=batch_size, num_workers=num_workers, device=device, every=every, fps=fps,
-                             progress=not quiet, flush_frames=flush_frames)
+                             progress=not quiet, flush_frames=flush_frames, decode=decode)
     if distributed.is_main():
         typer.echo("\n".join(summary.lines()))
 

@@ -4,6 +4,7 @@ import json
 
 import h5py
 import numpy as np
+import torch
 import polars as pl
 import pytest
 
@@ -140,3 +141,36 @@ def test_extract_fps_subsampling(ws):
         assert mask.sum() > 30
     failures = (ws / "affwild2/failures.csv").read_text()
     assert "102,extract-fps" in failures
+
+
+def test_extract_decoding_on_the_device_equals_the_workers(ws, tmp_path):
+    """--decode device (JPEGs decoded batched by torchvision on the encoder's device; nvJPEG on CUDA) gives
+    the features the PIL workers give (here on the CPU: both are libjpeg-turbo), and is recorded."""
+    run_cli("extract", "--encoder", "regnet_y_400mf", "--weights", "none", "--image-size", "32", "--decode", "device",
+            "--name", "r400-dev", "--quiet", workspace=ws)
+    run_cli("extract", "--encoder", "regnet_y_400mf", "--weights", "none", "--image-size", "32",
+            "--name", "r400-pil", "--quiet", workspace=ws)
+    with FeatureStore(ws / "affwild2/features/r400-dev.h5") as dev, FeatureStore(ws / "affwild2/features/r400-pil.h5") as pil:
+        assert dev.attrs["decode"] == "device:cpu" and "decode" not in pil.attrs
+        assert sorted(dev.keys()) == sorted(pil.keys())
+        for sid in pil.keys():
+            (a, ma), (b, mb) = dev.read(sid), pil.read(sid)
+            assert np.array_equal(ma, mb)
+            np.testing.assert_allclose(a.astype(np.float32), b.astype(np.float32), atol=2e-3)
+
+
+def test_device_decoding_masks_what_it_cannot_decode():
+    import io
+
+    from PIL import Image
+
+    from emotk.features.extract import decode_on_device
+
+    buf = io.BytesIO()
+    Image.fromarray(np.full((20, 20, 3), 100, np.uint8)).save(buf, "JPEG")
+    good = torch.frombuffer(bytearray(buf.getvalue()), dtype=torch.uint8)
+    garbage = torch.frombuffer(bytearray(b"not a jpeg" * 10), dtype=torch.uint8)
+    cut = good[: len(good) // 2].clone()  # a copy that stopped midway
+    x, ok = decode_on_device([good, garbage, cut, good], torch.ones(4, dtype=torch.bool), 16, "cpu")
+    assert ok.tolist() == [True, False, False, True] and x.shape == (4, 3, 16, 16)
+    assert int(x[1].abs().sum()) == 0 and abs(int(x[0].float().mean()) - 100) <= 2  # masked zeros; the grey image

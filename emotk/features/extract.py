@@ -45,6 +45,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from emotk.datasets.base import failure
+from emotk.errors import EmotkError
 from emotk.features.encoders import IMAGENET_MEAN, IMAGENET_STD, load_encoder
 from emotk.features.store import FeatureWriter, merge_parts
 from emotk import distributed as ddp
@@ -118,16 +119,75 @@ class FrameImages(Dataset):
         return s, f, x, ok, self.size
 
 
-def collate_frames(batch):
-    """Stack a batch; images of mixed sizes (or unreadable ones) are first brought to the encoder size."""
-    s, f, xs, ok, size = zip(*batch)
+class FrameBytes(Dataset):
+    """Like :class:`FrameImages` for ``decode="device"``: the workers only read each file's bytes
+    (uint8 1-D tensors); the main process decodes the batch with ``torchvision.io.decode_jpeg`` on the
+    encoder's device (nvJPEG on CUDA), so JPEG decoding leaves the CPU workers."""
+
+    def __init__(self, items: list[tuple[int, int, Path]], image_size: int):
+        self.items = items
+        self.size = image_size
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int):
+        s, f, path = self.items[i]
+        try:
+            data = torch.from_numpy(np.fromfile(path, dtype=np.uint8))
+            ok = data.numel() > 0
+        except OSError:
+            data, ok = torch.zeros(0, dtype=torch.uint8), False
+        return s, f, data, ok
+
+
+def collate_bytes(batch):
+    s, f, data, ok = zip(*batch)
+    return torch.tensor(s), torch.tensor(f), list(data), torch.tensor(ok)
+
+
+def decode_on_device(data: list[torch.Tensor], ok: torch.Tensor, size: int, device: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """A batch of encoded images → uint8 ``[N, 3, size, size]`` on ``device`` and the per-image ok flags.
+
+    One batched ``decode_jpeg`` call on ``device``; when it fails (a corrupt or non-JPEG file in the
+    batch) the images are decoded one by one and the failing ones are masked; the batch is stacked as
+    :func:`collate_frames` stacks it (:func:`stack_images`)."""
+    from torchvision.io import ImageReadMode, decode_image, decode_jpeg
+
+    ok = ok.clone()
+    idx = [i for i, good in enumerate(ok.tolist()) if good]
+    try:
+        images = decode_jpeg([data[i] for i in idx], mode=ImageReadMode.RGB, device=device) if idx else []
+    except RuntimeError:
+        images = []
+        for i in idx:
+            try:
+                images.append(decode_image(data[i], mode=ImageReadMode.RGB).to(device))
+            except RuntimeError:  # not decodable: masked like a missing crop
+                images.append(None)
+    xs: list[torch.Tensor | None] = [None] * len(data)
+    for i, im in zip(idx, images):
+        xs[i] = im
+        ok[i] = im is not None
+    return stack_images(xs, size, device), ok
+
+
+def stack_images(xs: list, size: int, device="cpu") -> torch.Tensor:
+    """One uint8 batch: images of one size are stacked at their native size (:class:`Prepare` resizes on
+    the encoder's device); mixed sizes or unreadable images (None, zeros) are first brought to ``size``."""
     shapes = {x.shape for x in xs if x is not None}
-    if len(shapes) != 1 or None in xs:
-        xs = [torch.zeros(3, size[0], size[0], dtype=torch.uint8) if x is None else
-              x if x.shape[1:] == (size[0], size[0]) else
-              F.interpolate(x[None].float(), size=(size[0], size[0]), mode="bilinear", antialias=True,
+    if len(shapes) != 1 or any(x is None for x in xs):
+        xs = [torch.zeros(3, size, size, dtype=torch.uint8, device=device) if x is None else
+              x if x.shape[1:] == (size, size) else
+              F.interpolate(x[None].float(), size=(size, size), mode="bilinear", antialias=True,
                             align_corners=False).round().clamp(0, 255).to(torch.uint8)[0] for x in xs]
-    return torch.tensor(s), torch.tensor(f), torch.stack(xs), torch.tensor(ok)
+    return torch.stack(xs)
+
+
+def collate_frames(batch):
+    """Stack a batch (:func:`stack_images`)."""
+    s, f, xs, ok, size = zip(*batch)
+    return torch.tensor(s), torch.tensor(f), stack_images(list(xs), size[0]), torch.tensor(ok)
 
 
 class Prepare(torch.nn.Module):
@@ -218,8 +278,14 @@ def extract_frames(
     progress: bool = True,
     flush_frames: int = 4096,
     lock_timeout: float | None = None,
+    decode: str = "workers",
 ) -> ExtractSummary:
     """Encode every sample's frames; see the module docstring.
+
+    ``decode``: ``workers`` (PIL in the DataLoader workers, the default) or ``device`` (the workers only
+    read bytes; JPEGs are decoded batched on the encoder's device — nvJPEG on CUDA — which takes the
+    decoding off the CPU). The decoders may differ in the last bit, so ``device`` is recorded in the
+    cache's provenance (a cache is never a mix of both).
 
     Subsampling: ``every`` keeps every n-th frame; ``fps`` keeps about ``fps`` frames per second of
     each video (every round(native fps / fps)-th frame; samples whose fps is unknown keep all frames
@@ -238,12 +304,12 @@ def extract_frames(
     with lock:  # rank 0 holds the cache's lock for the whole job; the other ranks wait for it here
         ddp.barrier()
         return _extract(ws, dataset, info, path, name, encoder, weights, image_size, batch_size, num_workers,
-                        device, dtype, every, fps, progress, flush_frames)
+                        device, dtype, every, fps, progress, flush_frames, decode)
 
 
 def _extract(ws: Workspace, dataset: str, info: ddp.DistInfo, path: Path, name: str, encoder: str, weights: str,
              image_size: int, batch_size: int, num_workers: int, device: str | None, dtype: str, every: int,
-             fps: float | None, progress: bool, flush_frames: int) -> ExtractSummary:
+             fps: float | None, progress: bool, flush_frames: int, decode: str = "workers") -> ExtractSummary:
     """The extraction itself, under the cache's lock (see :func:`extract_frames`)."""
     rank, world_size = info.rank, info.world_size
     manifest = ws.read_manifest(dataset)
@@ -252,6 +318,10 @@ def _extract(ws: Workspace, dataset: str, info: ddp.DistInfo, path: Path, name: 
     enc = load_encoder(encoder, weights, image_size)
     provenance = {"extractor": "frames", "encoder": encoder, "weights": enc.weights, "image_size": image_size,
                   "dim": enc.dim, "dtype": dtype, "every": every, "fps": fps or "native", "dataset": dataset}
+    if decode not in ("workers", "device"):
+        raise EmotkError(f"decode={decode!r}: choose workers (PIL in the DataLoader workers) or device.")
+    if decode == "device":  # another decoder: another cache (absent for the default, so older caches still match)
+        provenance["decode"] = f"device:{torch.device(device).type}"
     writer = FeatureWriter(path, provenance, rank=rank, flush_frames=flush_frames, world_size=world_size)
     summary = ExtractSummary(name=name, path=path)
 
@@ -299,8 +369,10 @@ def _extract(ws: Workspace, dataset: str, info: ddp.DistInfo, path: Path, name: 
     if device.startswith("cuda"):
         module = module.to(memory_format=torch.channels_last)
     batches = pack_batches([sum(len(frame_lists[s]) for s in p) for p in todo_packs], batch_size)
-    loader = DataLoader(FrameImages(items, image_size), batch_sampler=batches, collate_fn=collate_frames,
-                        num_workers=num_workers, pin_memory=device.startswith("cuda"),
+    on_device = decode == "device"
+    loader = DataLoader(FrameBytes(items, image_size) if on_device else FrameImages(items, image_size),
+                        batch_sampler=batches, collate_fn=collate_bytes if on_device else collate_frames,
+                        num_workers=num_workers, pin_memory=device.startswith("cuda") and not on_device,
                         persistent_workers=False, prefetch_factor=4 if num_workers else None)
     np_dtype = np.float16 if dtype == "float16" else np.float32
     bar = tqdm(total=len(items), unit="frame", desc=f"extract {name}", disable=not (progress and info.is_main))
@@ -335,6 +407,9 @@ def _extract(ws: Workspace, dataset: str, info: ddp.DistInfo, path: Path, name: 
     pending = None  # on CUDA: the previous batch, assembled while the GPU encodes the next one
     with torch.inference_mode():
         for s_idx, f_idx, x, ok in loader:
+            if on_device:
+                x, ok = decode_on_device(x, ok, image_size, device)
+                ok = ok.cpu()
             x = x.to(device, non_blocking=True)
             if cuda:
                 with torch.autocast("cuda", dtype=torch.float16):
