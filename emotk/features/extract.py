@@ -119,17 +119,10 @@ class FrameImages(Dataset):
         return s, f, x, ok, self.size
 
 
-class FrameBytes(Dataset):
-    """Like :class:`FrameImages` for ``decode="device"``: the workers only read each file's bytes
-    (uint8 1-D tensors); the main process decodes the batch with ``torchvision.io.decode_jpeg`` on the
-    encoder's device (nvJPEG on CUDA), so JPEG decoding leaves the CPU workers."""
-
-    def __init__(self, items: list[tuple[int, int, Path]], image_size: int):
-        self.items = items
-        self.size = image_size
-
-    def __len__(self) -> int:
-        return len(self.items)
+class FrameBytes(FrameImages):
+    """:class:`FrameImages` for ``decode="device"``: the workers only read each file's bytes (uint8 1-D
+    tensors); the main process decodes the batch with ``torchvision.io.decode_jpeg`` on the encoder's
+    device (nvJPEG on CUDA), so JPEG decoding leaves the CPU workers."""
 
     def __getitem__(self, i: int):
         s, f, path = self.items[i]
