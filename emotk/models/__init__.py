@@ -7,5 +7,6 @@ from emotk.models.registry import MODELS, PRESETS, Preset, build, find_preset, m
 
 # families: importing them runs their @register_model / register_preset calls
 from emotk.models import attention, cnn, selfcross, tcn, temporal  # noqa: E402,F401  isort: skip
+from emotk.models import papers  # noqa: E402,F401  isort: skip  (the papers' results, onto the presets above)
 
 __all__ = ["MODELS", "PRESETS", "Preset", "build", "find_preset", "model_info", "published", "register_model", "register_preset", "sizes_of"]
