@@ -33,19 +33,15 @@ from emotk.datasets.base import (
     Task,
     bad_sample_id,
     choice,
-    dynamic_choice,
     failure,
-    flag,
-    folder_or_none,
+    face_crop_options,
     list_raw_dir,
-    number,
     read_raw_text,
     register_dataset,
     sample_id_problem,
 )
 from emotk.errors import DatasetError
-from emotk.media.faces import video_detectors
-from emotk.media.video import DECODERS, MIN_DECODED_FRACTION, frame_shortfall
+from emotk.media.video import MIN_DECODED_FRACTION, frame_shortfall
 
 SPLIT_FOLDERS = {"Train_Set": "train", "Validation_Set": "validation"}
 VA_FOLDERS = ("VA_Estimation_Challenge", "VA_Set")  # current editions / the 2020 release
@@ -346,12 +342,7 @@ SPEC = register_dataset(DatasetSpec(
            "subject k-fold on train as in NAC-TCN (subject = track without part index, left/right kept apart)",
     task=Task(kind="frame_regression", targets=("valence", "arousal"), metric="ccc", seq_len=256, head="frame_tanh"),
     prepare=prepare,
-    options={
-        "faces": choice(*FACES), "detector": dynamic_choice(video_detectors), "face_size": number(int, 8),
-        "every": number(int, 1), "max_carry": number(int, 0), "margin": number(float, 0.0, 2.0),
-        "decoder": choice(*DECODERS), "min_decoded_fraction": number(float, 0.0, 1.0, low_open=True),
-        "align": flag, "detector_weights": folder_or_none,
-    },
+    options={"faces": choice(*FACES), **face_crop_options()},
     precheck=precheck,
 ))
 

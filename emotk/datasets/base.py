@@ -214,6 +214,23 @@ def folder_or_none(name: str, value) -> None:
         raise DatasetError(f"invalid {name} {value!r}: not an existing folder.")
 
 
+def face_crop_options(**overrides) -> dict[str, Callable[[str, object], None]]:
+    """Validators of the face-cropping options the video datasets share (``detector``, ``face_size``,
+    ``every``, ``max_carry``, ``margin``, ``decoder``, ``min_decoded_fraction``, ``align``,
+    ``detector_weights``); ``overrides`` replace an entry, or drop it when None."""
+    from emotk.media.faces import video_detectors
+    from emotk.media.video import DECODERS
+
+    shared = {
+        "detector": dynamic_choice(video_detectors), "face_size": number(int, 8), "every": number(int, 1),
+        "max_carry": number(int, 0), "margin": number(float, 0.0, 2.0), "decoder": choice(*DECODERS),
+        "min_decoded_fraction": number(float, 0.0, 1.0, low_open=True), "align": flag,
+        "detector_weights": folder_or_none,
+    }
+    shared.update(overrides)
+    return {k: v for k, v in shared.items() if v is not None}
+
+
 def check_options(spec: DatasetSpec, options: Mapping[str, object]) -> None:
     """Refuse unknown options and invalid values for ``spec`` (DatasetError naming the valid ones)."""
     allowed = dict(spec.options)

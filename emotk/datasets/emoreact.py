@@ -40,12 +40,9 @@ from emotk.datasets.base import (
     bad_sample_id,
     check_options,
     choice,
-    dynamic_choice,
     failure,
-    flag,
-    folder_or_none,
+    face_crop_options,
     list_raw_dir,
-    number,
     progress_bar,
     read_raw_text,
     register_dataset,
@@ -60,9 +57,8 @@ from emotk.media.faces import (
     DEFAULT_MAX_CARRY,
     crop_video,
     open_detector,
-    video_detectors,
 )
-from emotk.media.video import DECODERS, MIN_DECODED_FRACTION, frame_shortfall
+from emotk.media.video import MIN_DECODED_FRACTION, frame_shortfall
 
 VALENCE_RANGE = (1.0, 7.0)  # mean of raters on a 1-7 scale
 EMOTIONS = ("Curiosity", "Uncertainty", "Excitement", "Happiness", "Surprise", "Disgust", "Fear", "Frustration")
@@ -345,10 +341,5 @@ SPEC = register_dataset(DatasetSpec(
     splits="official train / validation / test (folders + label files); no subject ids, so no subject folds",
     task=Task(kind="clip_multilabel", targets=EMOTIONS, metric="auc", seq_len=128, head="last", feature_dim_hint=784),
     prepare=prepare,
-    options={
-        "detector": dynamic_choice(video_detectors), "face_size": number(int, 8), "every": number(int, 1),
-        "max_carry": number(int, 0), "margin": number(float, 0.0, 2.0), "decoder": choice(*DECODERS),
-        "faces": choice("detect"), "min_decoded_fraction": number(float, 0.0, 1.0, low_open=True),
-        "align": flag, "detector_weights": folder_or_none,
-    },
+    options={**face_crop_options(), "faces": choice("detect")},
 ))

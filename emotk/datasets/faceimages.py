@@ -17,7 +17,7 @@ import polars as pl
 from emotk.atomic import write_parquet
 from emotk.datasets.base import Task, choice, dynamic_choice, failure, number, progress_bar
 from emotk.errors import DatasetError, SplitError
-from emotk.features.images import COLORS, crop_face, read_image_file, resize_square, store_attrs, to_channels, write_image_store
+from emotk.features.images import COLORS, crop_face, read_image_file, resize_square, to_channels, write_image_store
 from emotk.media.faces import DEFAULT_DETECTOR as FACES_DEFAULT_DETECTOR
 from emotk.media.faces import open_detector, video_detectors
 from emotk.workspace import Workspace

@@ -34,10 +34,9 @@ from emotk.datasets.base import (
     bad_sample_id,
     check_options,
     choice,
-    dynamic_choice,
     failure,
+    face_crop_options,
     flag,
-    folder_or_none,
     list_raw_dir,
     number,
     progress_bar,
@@ -55,9 +54,8 @@ from emotk.media.faces import (
     CropTarget,
     crop_video,
     open_detector,
-    video_detectors,
 )
-from emotk.media.video import DECODERS, MIN_DECODED_FRACTION, frame_shortfall
+from emotk.media.video import MIN_DECODED_FRACTION, frame_shortfall
 
 #: Every consensus code of the release except ``xxx`` (no agreement), in the order of docs/datasets/iemocap.md.
 CODES = ("neu", "hap", "exc", "sad", "ang", "fru", "fea", "sur", "dis", "oth")
@@ -399,11 +397,6 @@ SPEC = register_dataset(DatasetSpec(
     splits=SPLITS,
     task=task_for(DEFAULT_LABELS),
     prepare=prepare,
-    options={
-        "labels": choice(*LABEL_MAPS), "video": flag, "fps": number(float, 0.0),
-        "detector": dynamic_choice(video_detectors), "face_size": number(int, 8), "every": _every,
-        "max_carry": number(int, 0), "margin": number(float, 0.0, 2.0), "decoder": choice(*DECODERS),
-        "min_decoded_fraction": number(float, 0.0, 1.0, low_open=True), "align": flag,
-        "detector_weights": folder_or_none,
-    },
+    options={"labels": choice(*LABEL_MAPS), "video": flag, "fps": number(float, 0.0),
+             **face_crop_options(every=_every)},
 ))

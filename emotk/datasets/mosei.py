@@ -34,10 +34,9 @@ from emotk.datasets.base import (
     bad_sample_id,
     check_options,
     choice,
-    dynamic_choice,
     failure,
+    face_crop_options,
     flag,
-    folder_or_none,
     list_raw_dir,
     number,
     progress_bar,
@@ -55,9 +54,7 @@ from emotk.media.faces import (
     DEFAULT_MAX_CARRY,
     crop_video,
     open_detector,
-    video_detectors,
 )
-from emotk.media.video import DECODERS
 
 try:  # time spans and frame rates in face cropping (emotk.media.faces.CropTarget)
     from emotk.media.faces import CropTarget
@@ -585,9 +582,7 @@ SPEC = register_dataset(DatasetSpec(
     options={
         "labels": _path_option, "folds": _folds_option, "order": choice(*ORDERS), "video": flag,
         "fps": number(float, 0.0), "match_tolerance": number(float, 0.0, 5.0, low_open=True),
-        "detector": dynamic_choice(video_detectors), "face_size": number(int, 8), "every": number(int, 1),
-        "max_carry": number(int, 0), "margin": number(float, 0.0, 2.0), "decoder": choice(*DECODERS),
-        "faces": choice("detect"), "align": flag, "detector_weights": folder_or_none,
+        "faces": choice("detect"), **face_crop_options(min_decoded_fraction=None),
     },
     precheck=_precheck,
 ))

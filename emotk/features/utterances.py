@@ -28,7 +28,6 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Iterable, Iterator
 
-import numpy as np
 from tqdm import tqdm
 
 from emotk.datasets.base import failure
