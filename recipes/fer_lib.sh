@@ -19,3 +19,12 @@ train_miskow() {  # train_miskow DATASET SPLIT
     done
   done
 }
+
+subject_folds() {  # subject_folds DATASET: $folds subject-disjoint folds, then the leakage check
+  "${emotk[@]}" split --dataset "$1" --by subject --folds "$folds"
+  "${emotk[@]}" split --dataset "$1" --check "subject-k$folds"
+}
+
+miskow_report() {  # miskow_report DATASET: accuracy table → <workspace>/DATASET-table3.3.md
+  "${emotk[@]}" report --metric acc --format md --out "$workspace/$1-table3.3.md"
+}

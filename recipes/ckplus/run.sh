@@ -5,22 +5,20 @@
 # Stage 2 makes subject-disjoint folds (the default here, unlike the dissertation's per-image split, which
 # leaks subjects: see README.md). --models takes MODEL or MODEL:SIZE (SIZE base|se|eca|cbam; MODEL alone = all four).
 here="$(cd "$(dirname "$0")" && pwd)"
-case " $* " in *" --folds "*) folds_given=1 ;; *) folds_given=0 ;; esac
+folds=10   # this recipe's default (--folds overrides it)
 source "$here/../lib.sh"
 [ -n "$root" ] || { usage; exit 2; }
-[ "$folds_given" = 1 ] || folds=10
 source "$here/../fer_lib.sh"
 
 if run_stage 1 "prepare (labelled sequences: last 3 frames, contempt kept → 7 classes; MTCNN face crops 48x48 grey)"; then
   "${emotk[@]}" prepare ckplus --root "$root" --quiet
 fi
 if run_stage 2 "split: $folds subject-disjoint folds, checked for subject leakage"; then
-  "${emotk[@]}" split --dataset ckplus --by subject --folds "$folds"
-  "${emotk[@]}" split --dataset ckplus --check "subject-k$folds"
+  subject_folds ckplus
 fi
 if run_stage 3 "train every model of Table 3.3 (protocol miskow: Adam 1e-4, batch 16, flip + zoom, early stop on val loss)"; then
   train_miskow ckplus "subject-k$folds"
 fi
 if run_stage 4 "report (mean ± std over folds × seeds)"; then
-  "${emotk[@]}" report --metric acc --format md --out "$workspace/ckplus-table3.3.md"
+  miskow_report ckplus
 fi

@@ -19,5 +19,5 @@ if run_stage 3 "train every model of Table 3.3 (protocol miskow, batch 64; selec
   train_miskow fer2013 official
 fi
 if run_stage 4 "report"; then
-  "${emotk[@]}" report --metric acc --format md --out "$workspace/fer2013-table3.3.md"
+  miskow_report fer2013
 fi
