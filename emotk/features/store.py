@@ -198,16 +198,20 @@ class FeatureStore:
         """The file holding the copy of ``sid`` that :meth:`read` returns."""
         return self._names[id(self._where[sid])]
 
+    def _holder(self, sid: str) -> tuple[h5py.File, Path]:
+        """The open file holding ``sid`` (the copy :meth:`read` returns) and its path."""
+        if sid not in self._where:
+            raise FeatureStoreError(f"sample {sid!r} is not in {self.path}; run `emotk extract` again to add it.")
+        f = self._where[sid]
+        return f, self._names[id(f)]
+
     def read(self, sid: str) -> tuple[np.ndarray, np.ndarray]:
         feats, mask, _ = self.read_with_attrs(sid)
         return feats, mask
 
     def read_with_attrs(self, sid: str) -> tuple[np.ndarray, np.ndarray, dict]:
         """Features, mask and the sample's attributes, after checking its sha256."""
-        if sid not in self._where:
-            raise FeatureStoreError(f"sample {sid!r} is not in {self.path}; run `emotk extract` again to add it.")
-        f = self._where[sid]
-        p = self._names[id(f)]
+        f, p = self._holder(sid)
         try:
             ds = f[sid]
             attrs = _read_attrs(ds.attrs)
@@ -250,10 +254,7 @@ class FeatureStore:
         """Read ``sid``'s features into ``out`` (a C-contiguous array of their shape; another dtype is
         a cast, as ``astype``), check its sha256 and return its mask. When ``out`` has the stored
         dtype no other array of the sample's size is made."""
-        if sid not in self._where:
-            raise FeatureStoreError(f"sample {sid!r} is not in {self.path}; run `emotk extract` again to add it.")
-        f = self._where[sid]
-        p = self._names[id(f)]
+        f, p = self._holder(sid)
         try:
             ds = f[sid]
             attrs = _read_attrs(ds.attrs)
