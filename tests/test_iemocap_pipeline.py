@@ -93,3 +93,27 @@ def test_random_utterance_folds_are_flagged(ws):
     refused = emotk("train", "self_attn", "--input", "text=glove", "--split", "random-k2", "--epochs", "1", "--quiet",
                     workspace=ws, check=False)
     assert refused.returncode == 2 and "--allow-leak" in refused.stderr + refused.stdout
+
+
+def test_an_utterance_missing_from_a_stream_is_left_out_and_counted(ws, tmp_path):
+    """Extraction skips what it cannot use (silent audio, an empty transcript) and lists it in failures.csv:
+    a run over that stream leaves such an utterance out, counts it and says so, instead of refusing the split."""
+    import shutil
+
+    import h5py
+
+    features = ws / "iemocap" / "features"
+    shutil.copy(features / "glove.h5", features / "glove_gap.h5")
+    split = pl.read_parquet(ws / "iemocap" / "splits" / "session-k2.parquet")
+    gone = split.filter(pl.col("fold") == 0)["sample_id"][0]
+    with h5py.File(features / "glove_gap.h5", "a") as f:  # as if extraction had listed it as a failure
+        del f[gone]
+        del f["mask"][gone]
+    runs = tmp_path / "runs"
+    proc = emotk("train", "self_attn", "--input", "text=glove_gap", "--input", "audio=mfcc", "--split", "session-k2",
+                 "--fold", "0", "--epochs", "1", "--quiet", "--runs", str(runs), workspace=ws)
+    assert "are not scored" in proc.stderr and repr(gone) in proc.stderr
+    result = json.loads(next(runs.rglob("metrics.json")).read_text())
+    assert result["status"] == "finished" and result["left_out"] == 1
+    pred = pl.read_parquet(next(runs.rglob("predictions.parquet")))
+    assert gone not in pred["sample_id"].to_list()

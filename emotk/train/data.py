@@ -64,15 +64,16 @@ def check_in_manifest(ws: Workspace, dataset: str, sample_ids: list[str], what: 
 
 
 def open_cache(ws: Workspace, dataset: str, name: str, sample_ids: list[str], stream: str,
-               how: str) -> FeatureStore:
-    """The open feature cache ``name``, holding every one of ``sample_ids``; a missing cache or sample is an error."""
+               how: str, require_all: bool = True) -> FeatureStore:
+    """The open feature cache ``name``, holding every one of ``sample_ids``; a missing cache (or, with
+    ``require_all``, a missing sample) is an error."""
     path = ws.feature_path(dataset, name)
     if not path.exists() and not path.with_name(path.stem + ".parts").is_dir():
         raise EmotkError(f"no feature cache {name!r} in {path.parent}: make it with `emotk extract {how} --name {name}` "
                          f"(or pick another with --input {stream}=NAME).")
     store = FeatureStore(path)
     missing = [s for s in sample_ids if s not in store]
-    if missing:
+    if missing and require_all:
         store.close()
         raise EmotkError(f"{len(missing)} samples of the split have no features in {path} (e.g. {missing[0]!r}); "
                          "run `emotk extract` again (it adds only what is missing) or see failures.csv: "
@@ -280,13 +281,17 @@ class SequenceSource:
     """Streams ``text`` / ``audio`` / ``video``: one whole sequence per utterance, cut or zero padded to
     ``length`` steps (the first steps are kept), in memory (float32). Steps the cache marks unobserved
     (a frame without a face, an out-of-vocabulary token) are zeros and False in the time mask.
-    Functionals (``[D]`` per sample) are one step. A sample with no step is unobserved (left out)."""
+    Functionals (``[D]`` per sample) are one step. A sample with no step is unobserved (left out, and
+    counted by the run): so is one the cache lacks, because extraction listed it in failures.csv
+    (silent audio, an empty transcript, no face crop)."""
 
     whole = True
 
     def __init__(self, ws: Workspace, dataset: str, stream: str, name: str, sample_ids: list[str], length: int):
         how = {"text": "--text glove", "audio": "--audio KIND", "video": "--encoder ENCODER"}[stream]
-        loaded = read_cache(ws, dataset, name, sample_ids, stream, how)
+        with open_cache(ws, dataset, name, sample_ids, stream, how, require_all=False) as store:
+            absent = (np.zeros((0, store.dim), np.float32), np.zeros(0, bool))
+            loaded = [store.read(s) if s in store else absent for s in sample_ids]
         self.length = length
         self.seqs: list[np.ndarray] = []
         self.time_masks: list[np.ndarray] = []
@@ -297,7 +302,8 @@ class SequenceSource:
             if feats.ndim == 1:
                 feats, mask = feats[None], np.ones(1, bool)
             feats = np.where(mask[:, None], feats, 0.0)[:length].astype(np.float32)
-            dims.add(feats.shape[1])
+            if len(feats):
+                dims.add(feats.shape[1])
             self.seqs.append(feats)
             self.time_masks.append(mask[:length])
         if len(dims) > 1:
@@ -309,8 +315,9 @@ class SequenceSource:
         x = torch.zeros(self.shape, dtype=torch.float32)
         m = torch.zeros(self.length, dtype=torch.bool)
         n = len(self.seqs[s])
-        x[:n] = torch.from_numpy(self.seqs[s])
-        m[:n] = torch.from_numpy(self.time_masks[s])
+        if n:
+            x[:n] = torch.from_numpy(self.seqs[s])
+            m[:n] = torch.from_numpy(self.time_masks[s])
         return x, m
 
 
