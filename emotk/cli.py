@@ -364,8 +364,7 @@ def train(
     from emotk.models import model_info
     from emotk.splits import read_split
 
-    info = model_info(model)  # unknown model: a clear error before anything runs
-    protocol = protocol or ("selfcross" if info.family == "multimodal" else "frozen")
+    model_info(model)  # unknown model: a clear error before anything runs
     table = read_split(ws, ds, split_name)
     folds = [None] if "fold" not in table.columns else (
         sorted(table["fold"].unique().to_list()) if fold == "all" else _parse_ints(fold, "--fold"))

@@ -95,7 +95,7 @@ class TrainConfig:
     fold: int | None = None  # k-fold part to hold out; None for an official split
     size: str | None = None
     seed: int = 1
-    protocol: str = protocols.DEFAULT_PROTOCOL  # a shipped name or a YAML path
+    protocol: str | None = None  # a shipped name or a YAML path; None: the model family's (protocols.default_for)
     overrides: dict = field(default_factory=dict)
     device: str | None = None
     num_workers: int = 0
@@ -106,6 +106,8 @@ class TrainConfig:
     runs_dir: str | None = None
 
     def __post_init__(self):
+        if self.protocol is None:
+            self.protocol = protocols.default_for(model_info(self.model).family)
         if self.size is None:  # name the preset actually used: run folders and tables say e.g. gru-sm
             preset = find_preset(self.model, None, self.dataset)
             self.size = preset.size if preset else None

@@ -55,6 +55,16 @@ from emotk.errors import EmotkError
 
 PROTOCOL_DIR = Path(__file__).resolve().parent.parent / "protocols"
 DEFAULT_PROTOCOL = "frozen"
+#: The protocol a model family trains under unless one is named.
+FAMILY_PROTOCOLS = {"multimodal": "selfcross"}
+
+
+def default_for(family: str) -> str:
+    """The protocol of a model family when none is named: ``selfcross`` for the multimodal models, else
+    :data:`DEFAULT_PROTOCOL`."""
+    return FAMILY_PROTOCOLS.get(family, DEFAULT_PROTOCOL)
+
+
 #: Streams read as whole per-utterance sequences (``input: streams``).
 SEQUENCE_STREAMS = ("text", "audio", "video")
 
