@@ -659,6 +659,14 @@ METRICS: dict[str, MetricSpec] = {
 }
 
 
+#: The summary metrics (one number each, no ``_<column>`` suffix) of each report function's dict.
+REPORTED = {
+    "classification": ("acc", "wa", "ua", "f1_macro", "f1_weighted", "auc"),
+    "multilabel": ("auc", "wacc", "f1_macro", "f1_micro", "f1_samples", "f1_weighted", "acc_label", "acc_subset"),
+    "regression": ("ccc", "mse", "pearson"),
+}
+
+
 def get_metric(name: str) -> MetricSpec:
     """The registered metric ``name``; a ``KeyError`` lists the known names."""
     try:

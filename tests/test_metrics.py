@@ -308,3 +308,12 @@ def test_registry_names_and_directions():
     report = M.classification_report(y, logits)
     for name in ("acc", "wa", "ua", "f1_macro", "f1_weighted", "auc"):
         assert M.METRICS[name].fn(y, logits) == pytest.approx(report[name]), name
+
+
+def test_reported_summary_metrics_are_what_the_reports_return():
+    rng = np.random.default_rng(0)
+    y = np.array([0, 1, 2, 0, 1, 2])
+    assert set(M.REPORTED["classification"]) <= set(M.classification_report(y, rng.random((6, 3))))
+    yl = np.array([[1, 0], [0, 1], [1, 1], [0, 0]])
+    assert set(M.REPORTED["multilabel"]) <= set(M.multilabel_report(yl, rng.random((4, 2)), names=("a", "b")))
+    assert set(M.REPORTED["regression"]) <= set(M.regression_report(rng.random((5, 2)), rng.random((5, 2))))

@@ -72,11 +72,9 @@ from emotk.train.losses import LOSSES, check_loss_options
 from emotk.workspace import Workspace
 
 #: The summary metrics each task kind reports (what a protocol's ``metric`` may select on).
-_CLASS_METRICS = ("acc", "wa", "ua", "f1_macro", "f1_weighted", "auc")
 TASK_METRICS = {
-    "clip_classification": _CLASS_METRICS, "frame_classification": _CLASS_METRICS,
-    "clip_multilabel": ("auc", "wacc", "f1_macro", "f1_micro", "f1_samples", "f1_weighted", "acc_label", "acc_subset"),
-    "frame_regression": ("ccc", "mse", "pearson"),
+    "clip_classification": metrics.REPORTED["classification"], "frame_classification": metrics.REPORTED["classification"],
+    "clip_multilabel": metrics.REPORTED["multilabel"], "frame_regression": metrics.REPORTED["regression"],
 }
 
 #: Bumped whenever the training code changes what a configuration computes (part of every run's identity).
