@@ -8,9 +8,10 @@ core's share of a NAC-TCN block (forward + backward, CPU or the current CUDA dev
 Printed ratios are measured in this run (best of --reps after a warm-up, the candidates interleaved
 so that machine load hits all of them alike). NA candidates: ``before`` = the causal shift core as it
 was before the CPU rework (padded k/v copies, scatter backward; kept in this file only), ``torch`` =
-today's default (``na1d_torch``, impl auto), ``compiled`` = the same core through ``torch.compile``
-(opt-in backend), ``triton`` = the fused kernel (CUDA, when it can run), ``natten`` (CUDA, when it
-imports). Dense baselines: ``dense`` = explicit q·kᵀ, mask, softmax, ·v (what one writes without NA),
+emotk's PyTorch path (``na1d_torch``, impl auto; the CPU default before the native kernel),
+``compiled`` = the same core through ``torch.compile`` (opt-in backend), ``native`` = emotk's C
+kernel (``emotk.models.na_cpu``; the CPU default where a C compiler builds it), ``triton`` = the
+fused kernel (CUDA, when it can run), ``natten`` (CUDA, when it imports). Dense baselines: ``dense`` = explicit q·kᵀ, mask, softmax, ·v (what one writes without NA),
 ``sdpa`` = PyTorch's fused scaled_dot_product_attention with the same boolean mask. Both materialise
 T×T scores; the NA never does. Each "sdpa/x" column is sdpa's time over that candidate's (× faster).
 """
@@ -26,6 +27,7 @@ import torch.nn.functional as F
 
 from torch.autograd.function import once_differentiable
 
+from emotk.models import na_cpu
 from emotk.models.na import compiled_problem, na1d, na1d_natten, na1d_torch, natten_available
 from emotk.models.tcn import NACBlock
 
@@ -179,6 +181,11 @@ def main() -> None:
         }
         if not a.no_compile:
             fns["compiled"] = lambda q, kk, v: na1d_torch(q, kk, v, k, d, causal=True, impl="compiled")
+        if device.type == "cpu":
+            if na_cpu.available():
+                fns["native"] = lambda q, kk, v: na1d(q, kk, v, k, d, backend="native")
+            else:
+                print(f"  native: not measured ({na_cpu.build_info()})")
         if device.type == "cuda":
             try:
                 with torch.no_grad():
@@ -206,22 +213,22 @@ def main() -> None:
             print(f"    {n:9s} {t * 1e3:9.3f} ms   {rel}{vs}")
         if a.no_block:
             continue
-        # the NA core's share of one NAC-TCN block (C→C, k, d, heads H, causal NA, dropout 0)
-        block = NACBlock(C, C, k, d, dropout=0.0, heads=H, na_backend="torch").to(device)
+        # the NA core's share of one NAC-TCN block (C→C, k, d, heads H, causal NA, dropout 0), default backend
+        block = NACBlock(C, C, k, d, dropout=0.0, heads=H).to(device)
         x = torch.randn(B, C, T, device=device, requires_grad=True)
         gy = torch.randn(B, C, T, device=device)
+        backend = block.na.resolve_backend(x.detach().transpose(1, 2))
         qkv_shape = (B, T, H, C // H)
         cq, ck, cv = (torch.randn(*qkv_shape, device=device, requires_grad=True) for _ in range(3))
         rpb = block.na.rpb
         cands = {
             "block": lambda: fwd_bwd(block, (x,), gy, device),
-            "core": lambda: fwd_bwd(lambda q, kk, v: na1d_torch(q, kk, v, k, d, causal=True, rpb=rpb),
+            "core": lambda: fwd_bwd(lambda q, kk, v: na1d(q, kk, v, k, d, causal=True, rpb=rpb, backend=backend),
                                     (cq, ck, cv), g, device),
         }
         bb = best_of(cands, reps)
-        print(f"    NAC-TCN block (torch backend) {bb['block'] * 1e3:8.2f} ms, its NA core {bb['core'] * 1e3:7.2f} ms "
+        print(f"    NAC-TCN block ({backend} backend) {bb['block'] * 1e3:8.2f} ms, its NA core {bb['core'] * 1e3:7.2f} ms "
               f"→ NA core share {100 * bb['core'] / bb['block']:5.1f} %")
-
 
 if __name__ == "__main__":
     main()

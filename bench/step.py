@@ -3,14 +3,15 @@ input: batch 16 windows of 256 frames × 440-d features, per-frame tanh head, 1 
 
     python bench/step.py                   # nactcn sm affwild2 vs tcn sm affwild2, T=256, batch 16
     python bench/step.py --reps 10 --device cuda
-    python bench/step.py --variants        # + NAC-TCN with the pre-rework NA core and the compiled NA
+    python bench/step.py --variants        # + NAC-TCN on the torch NA, the pre-rework NA core, the compiled NA
 
 Both models are built exactly as ``emotk train`` builds them (registry presets + the task's head).
 Times are the best of --reps interleaved steps after one warm-up step; the ratio is measured in
-this run. ``--variants`` adds, in the same interleaved run, ``nactcn:before`` (the same weights with
-the NA layers running the causal core as it was before the CPU rework, kept in bench/na.py) and
-``nactcn:compiled`` (``na_backend="compiled"``, the opt-in torch.compile'd NA core; its warm-up step
-compiles), each with its ratio to the TCN.
+this run. ``nactcn`` runs the default backend ("auto": the native C kernel on the CPU where it builds).
+``--variants`` adds, in the same interleaved run, ``nactcn:torch`` (``na_backend="torch"``, the CPU
+default before the native kernel), ``nactcn:before`` (the NA layers running the causal core as it was
+before the CPU rework, kept in bench/na.py) and ``nactcn:compiled`` (``na_backend="compiled"``, the
+opt-in torch.compile'd NA core; its warm-up step compiles), each with its ratio to the TCN.
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ def main() -> None:
     ap.add_argument("--seq-len", type=int, default=256)
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--reps", type=int, default=5)
-    ap.add_argument("--variants", action="store_true", help="add nactcn:before and nactcn:compiled")
+    ap.add_argument("--variants", action="store_true", help="add nactcn:torch, nactcn:before and nactcn:compiled")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     a = ap.parse_args()
     device = torch.device(a.device)
@@ -70,11 +71,11 @@ def main() -> None:
     names = a.models.split(",")
     base = list(names)
     if a.variants and "nactcn" in names:
-        names[names.index("nactcn") + 1:names.index("nactcn") + 1] = ["nactcn:before", "nactcn:compiled"]
+        names[names.index("nactcn") + 1:names.index("nactcn") + 1] = ["nactcn:torch", "nactcn:before", "nactcn:compiled"]
     steps = {}
     for name in names:
         model, _, variant = name.partition(":")
-        opts = {"na_backend": "compiled"} if variant == "compiled" else {}
+        opts = {"na_backend": variant} if variant in ("compiled", "torch") else {}
         torch.manual_seed(0)
         net = build(model, a.size, "affwild2", in_dim=440, out_dim=2, head="frame_tanh", **opts)
         if variant == "before":
@@ -93,7 +94,7 @@ def main() -> None:
                 torch.cuda.synchronize()
             return time.perf_counter() - t0
 
-        steps[name] = (step, count_params(net))
+        steps[name] = (step, count_params(net), net)
     best = {n: float("inf") for n in names}
     warm = {}
     for n in names:
@@ -105,9 +106,14 @@ def main() -> None:
             best[n] = min(best[n], steps[n][0]())
     print(f"device {device}, torch {torch.__version__}, threads {torch.get_num_threads()}; "
           f"one training step, batch {a.batch} × T {a.seq_len} × 440, best of {a.reps}")
+    from emotk.models.na import NeighborhoodAttention1d
+
+    for n in names:
+        na = next((m for m in steps[n][2].modules() if isinstance(m, NeighborhoodAttention1d)), None)
+        steps[n] = (*steps[n][:2], "" if na is None else f"   NA: {na.resolve_backend(torch.empty(1, a.seq_len, na.dim, device=device))}")
     for n in names:
         print(f"  {n:16s} {a.size}/affwild2  {steps[n][1]:>11,d} params   step {best[n] * 1e3:9.1f} ms"
-              f"   (warm-up {warm[n]:.1f} s)")
+              f"   (warm-up {warm[n]:.1f} s){steps[n][2]}")
     if len(base) == 2:
         for n in names[:-1]:
             print(f"  step-time ratio {n} / {base[1]} = {best[n] / best[base[1]]:.3f}")

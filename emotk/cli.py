@@ -324,8 +324,9 @@ def train(
     compile_: bool = typer.Option(False, "--compile", help="torch.compile the training step (CUDA graphs on CUDA; the first "
                                   "steps compile, ~15-60 s). A compiled run is its own configuration (rounding may differ)."),
     na_mode: Optional[str] = typer.Option(None, help="NAC-TCN attention window: causal (the paper) or lagged (the released code's pad-and-chomp)."),
-    na_backend: Optional[str] = typer.Option(None, help="Neighborhood attention kernels: auto (CUDA: triton, then natten, then torch; CPU: torch), "
-                                            "torch, compiled (torch.compile'd core, opt-in, fastest on CPU), triton (fused CUDA "
+    na_backend: Optional[str] = typer.Option(None, help="Neighborhood attention kernels: auto (CUDA: triton, then natten, then torch; CPU: "
+                                            "native, then torch), native (emotk's C kernel for the CPU, built on first use with the "
+                                            "system C compiler), torch, compiled (torch.compile'd core, opt-in), triton (fused CUDA "
                                             "kernel, causal, with positional bias) or natten (CUDA, no positional bias)."),
     option: list[str] = typer.Option([], "--option", "-o", help="Model option KEY=VALUE (JSON value), e.g. -o dilation_bug=true (see docs/models.md)."),
     runs: Optional[Path] = typer.Option(None, help="Runs folder (default: <workspace>/runs)."),

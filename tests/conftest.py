@@ -1,11 +1,14 @@
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("OMP_NUM_THREADS", "2")
+# emotk's native NA kernel is built once per test session (and by every CLI subprocess from the same folder)
+os.environ.setdefault("EMOTK_KERNEL_CACHE", tempfile.mkdtemp(prefix="emotk-kernels-"))
 
 MINI_TRACKS = {
     "10-60-1280x720_left": ("Train_Set", 40),

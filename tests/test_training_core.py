@@ -4,6 +4,8 @@ augmentation and TTA, end-to-end training from face crops, grouping by any colum
 import json
 import random
 import shutil
+import subprocess
+import sys
 
 import h5py
 import numpy as np
@@ -427,3 +429,29 @@ def test_compiled_training_step_is_its_own_run_and_matches_eager(ws, tmp_path):
     ha, hb = (pl.read_csv(d / "history.csv") for d in (a, b))
     assert hb["train_loss"].to_list() == pytest.approx(ha["train_loss"].to_list(), rel=1e-4, abs=1e-5)
     assert compiled["metrics"]["ccc"] == pytest.approx(eager["metrics"]["ccc"], abs=1e-4)
+
+
+# ------------------------------------------------------------------------------ NA kernels
+
+
+def test_nactcn_builds_the_native_kernel_in_the_workspace_and_records_it(ws, tmp_path):
+    from emotk.models import na_cpu
+    from tests.procs import env
+
+    if not na_cpu.available():
+        pytest.skip(f"native kernel: {na_cpu.build_info()}")
+    e = env(ws.root)
+    e.pop("EMOTK_KERNEL_CACHE", None)
+    runs = tmp_path / "runs"
+    args = ["train", "nactcn", "--epochs", "1", "--seq-len", "16", "--quiet", "-o", "channels=[8, 8]",
+            "-o", "heads=2", "--runs", str(runs)]
+    proc = subprocess.run([sys.executable, "-m", "emotk", *args], capture_output=True, text=True, env=e)
+    assert proc.returncode == 0, proc.stderr
+    (lib,) = (ws.root / "cache" / "kernels").glob("na_cpu-*.so")
+    (config,) = runs.glob("affwild2/nactcn-*/official/official-seed1/config.json")
+    assert json.loads(config.read_text())["na_kernels"][0].startswith(f"native ({lib} (")
+    pinned = subprocess.run([sys.executable, "-m", "emotk", *args, "--na-backend", "torch"], capture_output=True,
+                            text=True, env=e)
+    assert pinned.returncode == 0, pinned.stderr
+    configs = [json.loads(p.read_text()) for p in runs.glob("affwild2/nactcn-*/official/official-seed1/config.json")]
+    assert sorted(c["na_kernels"][0].split(" ")[0] for c in configs) == ["native", "torch"]  # two identities

@@ -28,8 +28,10 @@ autograd, few large kernels (GPU, and the centred window). "compiled" — the sh
 tensor functions through ``torch.compile`` (one fused C++/Triton loop for the forward and one for
 the hand-written backward): opt-in, because its rounding differs from "shift" (~1e-6) and its first
 call per shape compiles for seconds; where no compiler works it runs those functions eagerly.
-Backends of the layer: "torch", "compiled", "triton" (``emotk.models.na_triton``, imported on first
-use), "natten"; "auto" picks triton → natten → torch on CUDA and torch on CPU.
+Backends of the layer: "native" (``emotk.models.na_cpu``: a C kernel for float32 CPU tensors, built
+with the system compiler on first use), "torch", "compiled", "triton" (``emotk.models.na_triton``,
+imported on first use), "natten"; "auto" picks triton → natten → torch on CUDA and native → torch
+on the CPU.
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ from torch.autograd.function import once_differentiable
 
 from emotk.errors import ModelError
 
-BACKENDS = ("auto", "torch", "compiled", "triton", "natten")
+BACKENDS = ("auto", "native", "torch", "compiled", "triton", "natten")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -374,19 +376,26 @@ def na1d_natten(q, k, v, kernel_size: int, dilation: int = 1, *, causal: bool = 
 
 def na1d(q, k, v, kernel_size: int, dilation: int = 1, *, causal: bool = True, rpb=None, scale=None,
          backend: str = "torch"):
-    """Neighborhood attention on ``[B, T, heads, head_dim]``; ``backend`` "torch", "compiled",
-    "triton" (causal, CUDA or ``TRITON_INTERPRET=1``) or "natten"."""
+    """Neighborhood attention on ``[B, T, heads, head_dim]``; ``backend`` "native" (causal, float32
+    CPU), "torch", "compiled", "triton" (causal, CUDA or ``TRITON_INTERPRET=1``) or "natten"."""
     if backend == "natten":
         if rpb is not None:
             raise ModelError("NATTEN ≥ 0.20 has no relative positional bias; use pos_bias=False or backend torch.")
         return na1d_natten(q, k, v, kernel_size, dilation, causal=causal, scale=scale)
+    if backend == "native":
+        from emotk.models import na_cpu
+
+        why = na_cpu.problem(q, kernel_size, causal)
+        if why:
+            raise ModelError(f"the native CPU NA kernel cannot run here: {why}. Use backend torch or auto.")
+        return na_cpu.na1d_native(q, k, v, kernel_size, dilation, rpb=rpb, scale=scale)
     if backend == "triton":
         fn, why = _triton_entry(q, kernel_size, dilation, rpb, causal)
         if why:
             raise ModelError(f"the Triton NA kernel cannot run here: {why}. Use backend torch or auto.")
         return fn(q, k, v, kernel_size, dilation, rpb=rpb, scale=scale)
     if backend not in ("torch", "compiled"):
-        raise ValueError(f"backend must be 'torch', 'compiled', 'triton' or 'natten' here; got {backend!r}")
+        raise ValueError(f"backend must be 'native', 'torch', 'compiled', 'triton' or 'natten' here; got {backend!r}")
     return na1d_torch(q, k, v, kernel_size, dilation, causal=causal, rpb=rpb, scale=scale,
                       impl="compiled" if backend == "compiled" else "auto")
 
@@ -417,6 +426,24 @@ def _triton_entry(q, kernel_size, dilation, rpb, causal):
 
 
 # --------------------------------------------------------------------------------------------------
+# native CPU kernel bridge (emotk.models.na_cpu, built on first use)
+
+
+_NATIVE_WARNED: list[bool] = []
+
+
+def _warn_native_unavailable() -> None:
+    """One warning per process when the native kernel cannot be built (not for inputs it does not take)."""
+    from emotk.models import na_cpu
+
+    if _NATIVE_WARNED or na_cpu.available():
+        return
+    _NATIVE_WARNED.append(True)
+    warnings.warn(f"emotk's native CPU NA kernel is not available ({na_cpu.build_info()}); "
+                  "using the slower torch path (same results within float32 rounding).", stacklevel=3)
+
+
+# --------------------------------------------------------------------------------------------------
 # layer
 
 
@@ -427,13 +454,17 @@ class NeighborhoodAttention1d(nn.Module):
     qkv = Linear(C, 3C), rpb [heads, 2k−1] (trunc-normal std 0.02), proj = Linear(C, C) →
     4C² + 4C + heads·(2k−1) parameters (``pos_bias=False`` drops the rpb term).
 
-    ``backend``: "torch" (always works, trains everywhere; bit-identical from call to call),
+    ``backend``: "native" (``emotk.models.na_cpu``: emotk's C kernel, causal float32 CPU tensors, built
+    with the system C compiler on first use; bit-identical from call to call and for any thread
+    count, equal to "torch" within float32 rounding), "torch" (always works, trains everywhere;
+    bit-identical from call to call),
     "compiled" (the torch path through ``torch.compile``: fastest on CPU, opt-in because its rounding
     differs from "torch" by ~1e-6 and the first call per shape compiles for seconds), "triton" (the
     fused causal kernel of ``emotk.models.na_triton``: CUDA, with the positional bias), "natten"
     (NATTEN kernels; needs NATTEN, no positional bias, kernel·dilation ≤ T, and CUDA to train),
     "auto" (on a CUDA tensor: Triton for causal layers when it can run, else NATTEN when all of its
-    conditions hold, else torch; on CPU: torch). ``explain_backend(x)`` says which and why.
+    conditions hold, else torch; on the CPU: native when it can run, else torch — with one warning
+    per process when the kernel cannot be built). ``explain_backend(x)`` says which and why.
     """
 
     def __init__(self, dim: int, num_heads: int = 1, kernel_size: int = 7, dilation: int = 1, causal: bool = True,
@@ -481,10 +512,20 @@ class NeighborhoodAttention1d(nn.Module):
             return None, "the Triton kernel failed on this configuration earlier"
         return _triton_entry(q, self.kernel_size, self.dilation, self.rpb, self.causal)
 
+    def _native_problem(self, q: torch.Tensor) -> str | None:
+        from emotk.models import na_cpu
+
+        return na_cpu.problem(q, self.kernel_size, self.causal)
+
     def _choose(self, x: torch.Tensor, q: torch.Tensor) -> tuple[str, str, object]:
         """(backend, why, triton function or None) for input x [B, T, C] and its queries q."""
         if self.backend in ("torch", "compiled"):
             return self.backend, f"requested {self.backend!r}", None
+        if self.backend == "native":
+            why = self._native_problem(q)
+            if why:
+                raise ModelError(f"--na-backend native cannot run here: {why}. Use --na-backend torch or auto.")
+            return "native", "requested 'native'", None
         if self.backend == "triton":
             fn, why = self._triton_problem(q)
             if why:
@@ -496,7 +537,11 @@ class NeighborhoodAttention1d(nn.Module):
                 raise ModelError(f"--na-backend natten cannot run here: {why}. Use --na-backend torch or auto.")
             return "natten", "requested 'natten'", None
         if not x.is_cuda:  # auto
-            return "torch", "auto on CPU uses emotk's torch NA (the triton and natten kernels are for CUDA)", None
+            why = self._native_problem(q)
+            if why is None:
+                return "native", "auto on the CPU: emotk's native kernel can run on this input", None
+            _warn_native_unavailable()
+            return "torch", f"auto on the CPU: the native kernel cannot run ({why}); emotk's torch NA", None
         fn, t_why = self._triton_problem(q)
         if fn is not None:
             return "triton", "auto: the Triton kernel can run on this input", fn
@@ -517,7 +562,7 @@ class NeighborhoodAttention1d(nn.Module):
         return backend, why
 
     def resolve_backend(self, x: torch.Tensor) -> str:
-        """The backend this call runs on ("torch", "compiled", "triton" or "natten")."""
+        """The backend this call runs on ("native", "torch", "compiled", "triton" or "natten")."""
         return self.explain_backend(x)[0]
 
     def core_macs(self, inputs, output) -> int:
@@ -542,6 +587,10 @@ class NeighborhoodAttention1d(nn.Module):
                 self._triton_refused.add((q.device.type, q.dtype, self.head_dim))
                 warnings.warn(f"the Triton NA kernel refused {tuple(x.shape)} on {x.device} ({exc}); using emotk's torch NA.")
                 y = self._torch(q, k, v)
+        elif backend == "native":
+            from emotk.models.na_cpu import na1d_native
+
+            y = na1d_native(q, k, v, self.kernel_size, self.dilation, rpb=self.rpb)
         elif backend == "natten":
             try:
                 y = na1d_natten(q.contiguous(), k.contiguous(), v.contiguous(), self.kernel_size, self.dilation,

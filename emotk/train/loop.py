@@ -63,7 +63,8 @@ from emotk.datasets.base import Task
 from emotk.locks import output_lock
 from emotk.report import write_confusion
 from emotk.errors import EmotkError, RunError, SplitError
-from emotk.models import MODELS, build, find_preset, model_info
+from emotk.models import MODELS, build, find_preset, model_info, na_cpu
+from emotk.models.na import NeighborhoodAttention1d
 from emotk.splits import check, read_split
 from emotk.train import protocol as protocols
 from emotk.train.augment import TTA_SETS, augment, step_seed
@@ -438,6 +439,17 @@ def _macs(model, shape: tuple, seq_len: int | None, shapes: dict | None = None, 
         return None
 
 
+def na_kernels(model: torch.nn.Module, device: torch.device, seq_len: int) -> list[str] | None:
+    """The neighborhood-attention kernels this process runs the model's NA layers on (recorded with the
+    run: "native" and "torch" agree to float32 rounding, not bit for bit); None without NA layers."""
+    found = set()
+    for layer in model.modules():
+        if isinstance(layer, NeighborhoodAttention1d):
+            backend, _ = layer.explain_backend(torch.empty(1, max(1, seq_len), layer.dim, device=device))
+            found.add(f"native ({na_cpu.build_info()})" if backend == "native" else backend)
+    return sorted(found) or None
+
+
 def _matches(name: str, prefixes) -> bool:
     return any(name == p or name.startswith(p + ".") for p in prefixes)
 
@@ -732,6 +744,7 @@ def _train(ws: Workspace, run: Resolved, mode: str, info: ddp.DistInfo, progress
     amp = cfg.amp and device.type == "cuda"
     shapes = {k: src.shape for k, src in train_set.sources.items()}
     model, streams = build_model(run, shapes)  # same seed on every rank: same initial weights
+    na_cpu.set_cache_dir(ws.root / "cache" / "kernels")  # where the native NA kernel is built (first use)
     if info.distributed and device.type == "cuda":
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     model = model.to(device)
@@ -758,10 +771,17 @@ def _train(ws: Workspace, run: Resolved, mode: str, info: ddp.DistInfo, progress
         "versions": {"emotk": __version__, "torch": torch.__version__, "python": platform.python_version()},
         "emotk_version": __version__, "device": str(device), "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "world_size": info.world_size, "backend": info.backend,
+        "na_kernels": na_kernels(model, device, macs_len or run.seq_len or 1),
     }
     state = None
     if mode == "resume":
         state = load_checkpoint(ckpt_path, cfg.model)
+        before = json.loads((out_dir / "config.json").read_text()).get("na_kernels") if (out_dir / "config.json").exists() else None
+        if info.is_main and before and config["na_kernels"] and [k.split(" ")[0] for k in before] != \
+                [k.split(" ")[0] for k in config["na_kernels"]]:
+            print(f"note: this run started on the NA kernels {before} and continues on {config['na_kernels']}; "
+                  "they agree to float32 rounding, so the resumed run is not bit-identical to an uninterrupted one "
+                  "(pass --na-backend to pin one).", file=sys.stderr)
     elif info.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "best.pt").unlink(missing_ok=True)  # left by a run killed before its first checkpoint
