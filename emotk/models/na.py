@@ -310,7 +310,7 @@ def na1d_torch(q, k, v, kernel_size: int, dilation: int = 1, *, causal: bool = T
     """emotk's PyTorch neighborhood attention (CPU and GPU, forward and backward, optional rpb).
 
     ``impl``: "shift" (causal only: k shifted slices in a custom autograd function, no copies of
-    q/k/v — fastest eager path on CPU), "gather" (index gather, plain autograd, ~10 large kernels —
+    q/k/v — fastest PyTorch path on CPU), "gather" (index gather, plain autograd, ~10 large kernels —
     fastest eager path on GPU where kernel launches dominate), "auto" (shift for causal CPU tensors,
     else gather), "compiled" (causal: the shift core through ``torch.compile``, opt-in — results equal
     to ~1e-6, not bit-identical to "shift"; the first call per shape compiles for seconds; where no
@@ -458,7 +458,7 @@ class NeighborhoodAttention1d(nn.Module):
     with the system C compiler on first use; bit-identical from call to call and for any thread
     count, equal to "torch" within float32 rounding), "torch" (always works, trains everywhere;
     bit-identical from call to call),
-    "compiled" (the torch path through ``torch.compile``: fastest on CPU, opt-in because its rounding
+    "compiled" (the torch path through ``torch.compile``, opt-in because its rounding
     differs from "torch" by ~1e-6 and the first call per shape compiles for seconds), "triton" (the
     fused causal kernel of ``emotk.models.na_triton``: CUDA, with the positional bias), "natten"
     (NATTEN kernels; needs NATTEN, no positional bias, kernel·dilation ≤ T, and CUDA to train),
