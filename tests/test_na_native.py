@@ -206,3 +206,11 @@ def test_torch_compile_keeps_the_kernel_in_one_graph():
     assert (compiled - eager).abs().max() <= 1e-5
     for a, b in zip(grads, eager_grads):
         assert (a - b).abs().max() <= 1e-4 * max(1.0, b.abs().max().item())
+
+
+def test_a_second_derivative_is_refused_not_silently_zero():
+    q, kk, v = qkv(1, 10, 1, 8, grad=True)
+    loss = na_cpu.na1d_native(q, kk, v, 3, 1).square().sum() + q.pow(3).sum()  # g keeps a graph via q³
+    (g,) = torch.autograd.grad(loss, q, create_graph=True)
+    with pytest.raises(RuntimeError, match="once_differentiable"):
+        g.sum().backward()

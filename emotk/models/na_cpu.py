@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Optional
 
 import torch
+from torch.autograd.function import once_differentiable
 
 SOURCE = Path(__file__).with_name("na_cpu.c")
 KMAX = 64  # the largest kernel size the C code takes (its KMAX)
@@ -223,7 +224,10 @@ def _head_contiguous(x: torch.Tensor) -> torch.Tensor:
 
 def _forward_impl(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, rpb_k: Optional[torch.Tensor], ks: int, d: int,
                   scale: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """(out [B, T, H, D], attention weights [B, T, H, k]) from the C forward."""
+    """(out [B, T, H, D], attention weights [B, T, H, k]) from the C forward. The layouts the C code
+    assumes are made here, where the real tensors arrive (a compiled graph may choose other strides)."""
+    q, k, v = _head_contiguous(q), _head_contiguous(k), _head_contiguous(v)
+    rpb_k = None if rpb_k is None else rpb_k.contiguous()
     B, T, H, D = q.shape
     out, attn = q.new_empty(B, T, H, D), q.new_empty(B, T, H, ks)
     args = _args(q, k, v, ks, d, scale)
@@ -235,7 +239,9 @@ def _forward_impl(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, rpb_k: Opti
 
 def _backward_impl(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attn: torch.Tensor, go: torch.Tensor, ks: int,
                    d: int, scale: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(dq, dk, dv [B, T, H, D], score gradients [B, T, H, k]) from the C backward (``go`` contiguous)."""
+    """(dq, dk, dv [B, T, H, D], score gradients [B, T, H, k]) from the C backward."""
+    q, k, v = _head_contiguous(q), _head_contiguous(k), _head_contiguous(v)
+    attn, go = attn.contiguous(), go.to(torch.float32).contiguous()
     B, T, H, D = q.shape
     gq, gk, gv, gs = q.new_empty(B, T, H, D), q.new_empty(B, T, H, D), q.new_empty(B, T, H, D), q.new_empty(B, T, H, ks)
     args = _args(q, k, v, ks, d, scale)
@@ -277,11 +283,12 @@ class _NativeNA(torch.autograd.Function):
         return out
 
     @staticmethod
+    @once_differentiable  # no double backward: a graph through the C call would silently be zero
     def backward(ctx, grad_out):
         q, k, v, attn = ctx.saved_tensors
         ks, d, scale = ctx.cfg
         bwd = _backward_op if torch.compiler.is_compiling() else _backward_impl
-        gq, gk, gv, gs = bwd(q, k, v, attn, grad_out.to(torch.float32).contiguous(), ks, d, scale)
+        gq, gk, gv, gs = bwd(q, k, v, attn, grad_out, ks, d, scale)
         grad_rpb = gs.sum((0, 1)) if ctx.needs_input_grad[3] else None  # [H, K]
         return gq, gk, gv, grad_rpb, None, None, None
 
