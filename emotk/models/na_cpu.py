@@ -119,8 +119,9 @@ def _compile(cc: str, target: Path) -> str | None:
             if res.returncode == 0:
                 os.replace(tmp, target)
                 return None
-            said = (res.stderr or res.stdout).strip().splitlines()[-1:] or [f"exit {res.returncode}"]
-            said = said[0][:300]
+            lines = (res.stderr or res.stdout).strip().splitlines()
+            errors = [ln for ln in lines if "error" in ln.lower()]
+            said = (errors or lines or [f"exit {res.returncode}"])[0][:300]
         except (OSError, subprocess.SubprocessError) as exc:
             said = f"{type(exc).__name__}: {exc}"
         finally:
