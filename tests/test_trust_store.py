@@ -371,14 +371,24 @@ def test_extract_waits_for_the_holder_or_gives_up_naming_it(small, small_referen
 
 def test_two_extracts_at_once_do_the_work_once(small, small_reference, tmp_path):
     ws = _copy(small.root, tmp_path / "ws")
-    procs = [subprocess.Popen([sys.executable, "-m", "emotk", *CLI_EXTRACT], env=env(ws.root),
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    cache = ws.feature_path("affwild2", "regnet_y_400mf")
+    # Both start while a third process holds the cache, so they overlap however slowly each starts up
+    # (two extracts started together need not overlap on a loaded machine: the first may finish first).
+    holder = _hold(cache, 600)
+    try:
+        procs = [subprocess.Popen([sys.executable, "-m", "emotk", *CLI_EXTRACT], env=env(ws.root),
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+        for proc in procs:
+            waiting = proc.stderr.readline()  # each waits, saying for whom
+            assert f"being written by pid {holder.pid}" in waiting, waiting
+    finally:
+        holder.kill()  # now both race for the lock: one extracts, the other waits for it and finds the work done
+        holder.wait()
     outs = [p.communicate(timeout=300) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outs
     joined = " ".join(o for o, _ in outs)
     assert "2 extracted, 0 already there" in joined and "0 extracted, 2 already there" in joined
-    assert "being written by pid" in " ".join(e for _, e in outs)  # the second said whom it waited for
-    assert_same_store(store_arrays(ws.feature_path("affwild2", "regnet_y_400mf")), small_reference)
+    assert_same_store(store_arrays(cache), small_reference)
 
 
 def test_lock_is_reentrant_and_released_on_exit(tmp_path):
