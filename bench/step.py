@@ -26,6 +26,7 @@ import torch
 
 from emotk.models import build
 from emotk.models.counting import count_params
+from emotk.models.na import NeighborhoodAttention1d
 
 
 def ccc_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -41,8 +42,6 @@ def with_na_before(net: torch.nn.Module) -> torch.nn.Module:
     spec = importlib.util.spec_from_file_location("bench_na", Path(__file__).with_name("na.py"))
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
-    from emotk.models.na import NeighborhoodAttention1d
-
     net = copy.deepcopy(net)
     for layer in net.modules():
         if isinstance(layer, NeighborhoodAttention1d):
@@ -52,6 +51,12 @@ def with_na_before(net: torch.nn.Module) -> torch.nn.Module:
             layer._torch = (lambda q, k, v, impl="auto", layer=layer:
                             mod._na1d_reference_shift(q, k, v, layer.kernel_size, layer.dilation, rpb=layer.rpb))
     return net
+
+
+def na_label(net: torch.nn.Module, seq_len: int, device: torch.device) -> str:
+    """"   NA: <backend>" for a model with NA layers (the kernel its first NA layer runs on), else ""."""
+    na = next((m for m in net.modules() if isinstance(m, NeighborhoodAttention1d)), None)
+    return "" if na is None else f"   NA: {na.resolve_backend(torch.empty(1, seq_len, na.dim, device=device))}"
 
 
 def main() -> None:
@@ -94,7 +99,7 @@ def main() -> None:
                 torch.cuda.synchronize()
             return time.perf_counter() - t0
 
-        steps[name] = (step, count_params(net), net)
+        steps[name] = (step, count_params(net), na_label(net, a.seq_len, device))
     best = {n: float("inf") for n in names}
     warm = {}
     for n in names:
@@ -106,11 +111,6 @@ def main() -> None:
             best[n] = min(best[n], steps[n][0]())
     print(f"device {device}, torch {torch.__version__}, threads {torch.get_num_threads()}; "
           f"one training step, batch {a.batch} × T {a.seq_len} × 440, best of {a.reps}")
-    from emotk.models.na import NeighborhoodAttention1d
-
-    for n in names:
-        na = next((m for m in steps[n][2].modules() if isinstance(m, NeighborhoodAttention1d)), None)
-        steps[n] = (*steps[n][:2], "" if na is None else f"   NA: {na.resolve_backend(torch.empty(1, a.seq_len, na.dim, device=device))}")
     for n in names:
         print(f"  {n:16s} {a.size}/affwild2  {steps[n][1]:>11,d} params   step {best[n] * 1e3:9.1f} ms"
               f"   (warm-up {warm[n]:.1f} s){steps[n][2]}")

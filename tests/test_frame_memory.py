@@ -69,10 +69,7 @@ def _check(src: FrameSource, ws: Workspace, path, written: dict) -> None:
 def test_contiguous_store_stays_in_its_file(tmp_path):
     ws, path = _ws(tmp_path)
     written = _samples(np.float16)
-    w = FeatureWriter(path, {"encoder": "x"})
-    for sid, (f, m) in written.items():
-        w.add(sid, f, m)
-    w.finalize()
+    _write_store(path, written)
     assert path.exists() and not parts_dir(path).exists()
     src = FrameSource(ws, "affwild2", "x", list(written))
     assert (src._file != IN_MEMORY).all() and src._block.nbytes == 0  # nothing of the cache held in memory
@@ -87,10 +84,7 @@ def test_contiguous_store_stays_in_its_file(tmp_path):
 def test_sharded_parts_newest_copy_wins(tmp_path):
     ws, path = _ws(tmp_path)
     old = _samples(np.float16, seed=1)
-    w = FeatureWriter(path, {"encoder": "x"})
-    for sid, (f, m) in old.items():
-        w.add(sid, f, m)
-    w.finalize()  # a merged file ...
+    _write_store(path, old)  # a merged file ...
     written = _samples(np.float16, seed=2)
     w = FeatureWriter(path, {"encoder": "x"}, flush_frames=1)  # ... then one part file per sample
     for sid in ("c", "a"):
@@ -100,6 +94,14 @@ def test_sharded_parts_newest_copy_wins(tmp_path):
     src = FrameSource(ws, "affwild2", "x", list(written))
     assert len(src._paths) == 3 and src._block.nbytes == 0
     _check(src, ws, path, written)
+
+
+def _write_store(path, samples: dict) -> None:
+    """A store written by emotk's FeatureWriter (merged into one contiguous file)."""
+    w = FeatureWriter(path, {"encoder": "x"})
+    for sid, (feats, mask) in samples.items():
+        w.add(sid, feats, mask)
+    w.finalize()
 
 
 def _write_h5py(path, samples: dict, **dataset_options) -> None:
@@ -127,10 +129,7 @@ def test_chunked_compressed_store_is_one_block_in_memory(tmp_path):
 def test_float32_store_is_rounded_to_float16_in_one_block(tmp_path):
     ws, path = _ws(tmp_path)
     written = _samples(np.float32, seed=4)
-    w = FeatureWriter(path, {"encoder": "x"})
-    for sid, (f, m) in written.items():
-        w.add(sid, f, m)
-    w.finalize()
+    _write_store(path, written)
     src = FrameSource(ws, "affwild2", "x", list(written))
     assert (src._file == IN_MEMORY).all() and src._block.size == sum(n * DIM for n in LENGTHS.values())
     _check(src, ws, path, written)
@@ -141,10 +140,7 @@ def test_damaged_bytes_are_refused_at_load(tmp_path, layout):
     ws, path = _ws(tmp_path)
     written = _samples(np.float16, seed=5)
     if layout == "contiguous":
-        w = FeatureWriter(path, {"encoder": "x"})
-        for sid, (f, m) in written.items():
-            w.add(sid, f, m)
-        w.finalize()
+        _write_store(path, written)
         with h5py.File(path, "r") as f:
             offset = f["c"].id.get_offset()
         with open(path, "r+b") as fh:  # flip one byte inside sample c's features
@@ -165,17 +161,11 @@ def test_damaged_bytes_are_refused_at_load(tmp_path, layout):
 def test_replaced_cache_is_a_clear_error_not_other_features(tmp_path):
     ws, path = _ws(tmp_path)
     written = _samples(np.float16, seed=6)
-    w = FeatureWriter(path, {"encoder": "x"})
-    for sid, (f, m) in written.items():
-        w.add(sid, f, m)
-    w.finalize()
+    _write_store(path, written)
     src = FrameSource(ws, "affwild2", "x", list(written))
     state = pickle.dumps(src)
     other = path.with_name("other.h5")
-    w = FeatureWriter(other, {"encoder": "x"})
-    for sid, (f, m) in _samples(np.float16, seed=7).items():
-        w.add(sid, f, m)
-    w.finalize()
+    _write_store(other, _samples(np.float16, seed=7))
     other.replace(path)  # an extract merging while training runs
     assert torch.equal(src.take(0, np.arange(4))[0],  # the open file is still the one verified
                        torch.from_numpy(written["a"][0][:4].astype(np.float32)))
@@ -186,10 +176,7 @@ def test_replaced_cache_is_a_clear_error_not_other_features(tmp_path):
 def test_dataloader_workers_read_the_same_batches(tmp_path):
     ws, path = _ws(tmp_path)
     written = _samples(np.float16, seed=8)
-    w = FeatureWriter(path, {"encoder": "x"})
-    for sid, (f, m) in written.items():
-        w.add(sid, f, m)
-    w.finalize()
+    _write_store(path, written)
     src = FrameSource(ws, "affwild2", "x", list(written))
     items = [(s, np.arange(i, i + 4)) for s, n in enumerate(LENGTHS.values()) for i in range(0, n - 4, 7)]
 

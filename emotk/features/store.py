@@ -118,6 +118,10 @@ def _damaged(p: Path, sid: str, reason: str) -> FeatureStoreError:
     )
 
 
+def _sample_unreadable(p: Path, sid: str, exc: BaseException) -> FeatureStoreError:
+    return _damaged(p, sid, f"unreadable: {type(exc).__name__}: {str(exc)[:120]}")
+
+
 def _verify(p: Path, sid: str, attrs: dict, feats: np.ndarray, mask: np.ndarray) -> None:
     """FeatureStoreError unless ``feats`` and ``mask`` match the sha256 stored in ``attrs``."""
     want = attrs.get(CHECKSUM)
@@ -218,24 +222,24 @@ class FeatureStore:
             feats = ds[()]
             mask = f[MASK][sid][()]
         except H5_ERRORS as exc:
-            raise _damaged(p, sid, f"unreadable: {type(exc).__name__}: {str(exc)[:120]}") from None
+            raise _sample_unreadable(p, sid, exc) from None
         _verify(p, sid, attrs, feats, mask)
         return feats, mask, attrs
 
     def shape_of(self, sid: str) -> tuple[tuple[int, ...], np.dtype]:
         """Shape and dtype of ``sid``'s features (metadata only, nothing verified)."""
-        f = self._where[sid]
+        f, p = self._holder(sid)
         try:
             ds = f[sid]
             return tuple(ds.shape), ds.dtype
         except H5_ERRORS as exc:
-            raise _damaged(self._names[id(f)], sid, f"unreadable: {type(exc).__name__}: {str(exc)[:120]}") from None
+            raise _sample_unreadable(p, sid, exc) from None
 
     def extent(self, sid: str) -> Extent | None:
         """Where ``sid``'s features lie as raw bytes in their file, or None when they do not lie there
         as one plain block (chunked, compressed, external or virtual storage, not yet allocated,
         non-native byte order). Metadata only: verify the sample with :meth:`read_into` before use."""
-        f = self._where[sid]
+        f, p = self._holder(sid)
         try:
             ds = f[sid]
             layout = ds.id.get_create_plist().get_layout()
@@ -248,7 +252,7 @@ class FeatureStore:
             st = os.fstat(f.id.get_vfd_handle())
         except (*H5_ERRORS, NotImplementedError):
             return None
-        return Extent(self._names[id(f)], int(offset), tuple(ds.shape), dtype, (st.st_dev, st.st_ino))
+        return Extent(p, int(offset), tuple(ds.shape), dtype, (st.st_dev, st.st_ino))
 
     def read_into(self, sid: str, out: np.ndarray) -> np.ndarray:
         """Read ``sid``'s features into ``out`` (a C-contiguous array of their shape; another dtype is
@@ -268,7 +272,7 @@ class FeatureStore:
                 feats = ds[()]
             mask = f[MASK][sid][()]
         except H5_ERRORS as exc:
-            raise _damaged(p, sid, f"unreadable: {type(exc).__name__}: {str(exc)[:120]}") from None
+            raise _sample_unreadable(p, sid, exc) from None
         _verify(p, sid, attrs, feats, mask)
         if feats is not out:
             out[...] = feats

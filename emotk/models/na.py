@@ -45,6 +45,7 @@ from torch import nn
 from torch.autograd.function import once_differentiable
 
 from emotk.errors import ModelError
+from emotk.models import na_cpu
 
 BACKENDS = ("auto", "native", "torch", "compiled", "triton", "natten")
 
@@ -383,8 +384,6 @@ def na1d(q, k, v, kernel_size: int, dilation: int = 1, *, causal: bool = True, r
             raise ModelError("NATTEN ≥ 0.20 has no relative positional bias; use pos_bias=False or backend torch.")
         return na1d_natten(q, k, v, kernel_size, dilation, causal=causal, scale=scale)
     if backend == "native":
-        from emotk.models import na_cpu
-
         why = na_cpu.problem(q, kernel_size, causal)
         if why:
             raise ModelError(f"the native CPU NA kernel cannot run here: {why}. Use backend torch or auto.")
@@ -434,8 +433,6 @@ _NATIVE_WARNED: list[bool] = []
 
 def _warn_native_unavailable() -> None:
     """One warning per process when the native kernel cannot be built (not for inputs it does not take)."""
-    from emotk.models import na_cpu
-
     if _NATIVE_WARNED or na_cpu.available():
         return
     _NATIVE_WARNED.append(True)
@@ -513,8 +510,6 @@ class NeighborhoodAttention1d(nn.Module):
         return _triton_entry(q, self.kernel_size, self.dilation, self.rpb, self.causal)
 
     def _native_problem(self, q: torch.Tensor) -> str | None:
-        from emotk.models import na_cpu
-
         return na_cpu.problem(q, self.kernel_size, self.causal)
 
     def _choose(self, x: torch.Tensor, q: torch.Tensor) -> tuple[str, str, object]:
@@ -588,9 +583,7 @@ class NeighborhoodAttention1d(nn.Module):
                 warnings.warn(f"the Triton NA kernel refused {tuple(x.shape)} on {x.device} ({exc}); using emotk's torch NA.")
                 y = self._torch(q, k, v)
         elif backend == "native":
-            from emotk.models.na_cpu import na1d_native
-
-            y = na1d_native(q, k, v, self.kernel_size, self.dilation, rpb=self.rpb)
+            y = na_cpu.na1d_native(q, k, v, self.kernel_size, self.dilation, rpb=self.rpb)
         elif backend == "natten":
             try:
                 y = na1d_natten(q.contiguous(), k.contiguous(), v.contiguous(), self.kernel_size, self.dilation,

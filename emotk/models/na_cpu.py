@@ -276,7 +276,6 @@ class _NativeNA(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, q, k, v, rpb_k, ks: int, d: int, scale: float):
-        q, k, v = _head_contiguous(q), _head_contiguous(k), _head_contiguous(v)
         fwd = _forward_op if torch.compiler.is_compiling() else _forward_impl
         out, attn = fwd(q, k, v, rpb_k, ks, d, scale)
         ctx.save_for_backward(q, k, v, attn)
@@ -302,10 +301,7 @@ def na1d_native(q, k, v, kernel_size: int, dilation: int = 1, *, rpb=None, scale
     if why:
         raise RuntimeError(why)
     scale = q.shape[-1] ** -0.5 if scale is None else scale
-    rpb_k = None
-    if rpb is not None:
-        rpb_k = rpb[:, :kernel_size].to(torch.float32)
-        rpb_k = rpb_k if rpb_k.is_contiguous() else rpb_k.contiguous()
+    rpb_k = None if rpb is None else rpb[:, :kernel_size].to(torch.float32)  # (made contiguous by the impl)
     return _NativeNA.apply(q, k, v, rpb_k, kernel_size, dilation, float(scale))
 
 

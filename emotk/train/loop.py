@@ -450,6 +450,16 @@ def na_kernels(model: torch.nn.Module, device: torch.device, seq_len: int) -> li
     return sorted(found) or None
 
 
+def _note_na_kernel_change(saved_config: Path, now: list[str] | None) -> None:
+    """On resume: say so when the run started on other NA kernels (compared by name, not by build path)."""
+    before = json.loads(saved_config.read_text()).get("na_kernels") if saved_config.exists() else None
+    names = [k.split(" ")[0] for k in before or []], [k.split(" ")[0] for k in now or []]
+    if before and now and names[0] != names[1]:
+        print(f"note: this run started on the NA kernels {before} and continues on {now}; they agree to float32 "
+              "rounding, so the resumed run is not bit-identical to an uninterrupted one (pass --na-backend to pin "
+              "one).", file=sys.stderr)
+
+
 def _matches(name: str, prefixes) -> bool:
     return any(name == p or name.startswith(p + ".") for p in prefixes)
 
@@ -776,12 +786,8 @@ def _train(ws: Workspace, run: Resolved, mode: str, info: ddp.DistInfo, progress
     state = None
     if mode == "resume":
         state = load_checkpoint(ckpt_path, cfg.model)
-        before = json.loads((out_dir / "config.json").read_text()).get("na_kernels") if (out_dir / "config.json").exists() else None
-        if info.is_main and before and config["na_kernels"] and [k.split(" ")[0] for k in before] != \
-                [k.split(" ")[0] for k in config["na_kernels"]]:
-            print(f"note: this run started on the NA kernels {before} and continues on {config['na_kernels']}; "
-                  "they agree to float32 rounding, so the resumed run is not bit-identical to an uninterrupted one "
-                  "(pass --na-backend to pin one).", file=sys.stderr)
+        if info.is_main:
+            _note_na_kernel_change(out_dir / "config.json", config["na_kernels"])
     elif info.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "best.pt").unlink(missing_ok=True)  # left by a run killed before its first checkpoint
