@@ -290,6 +290,8 @@ def extract_frames(
     While another extraction writes the same cache, this one waits (``lock_timeout`` seconds at most,
     then :class:`emotk.locks.OutputLockedError`; None: as long as it takes).
     """
+    if decode not in ("workers", "device"):
+        raise EmotkError(f"decode={decode!r}: choose workers (PIL in the DataLoader workers) or device.")
     info = ddp.init(device) if rank is None and world_size is None else ddp.DistInfo(rank or 0, world_size or 1)
     name = name or encoder
     path = ws.feature_path(dataset, name)
@@ -302,7 +304,7 @@ def extract_frames(
 
 def _extract(ws: Workspace, dataset: str, info: ddp.DistInfo, path: Path, name: str, encoder: str, weights: str,
              image_size: int, batch_size: int, num_workers: int, device: str | None, dtype: str, every: int,
-             fps: float | None, progress: bool, flush_frames: int, decode: str = "workers") -> ExtractSummary:
+             fps: float | None, progress: bool, flush_frames: int, decode: str) -> ExtractSummary:
     """The extraction itself, under the cache's lock (see :func:`extract_frames`)."""
     rank, world_size = info.rank, info.world_size
     manifest = ws.read_manifest(dataset)
@@ -311,8 +313,6 @@ def _extract(ws: Workspace, dataset: str, info: ddp.DistInfo, path: Path, name: 
     enc = load_encoder(encoder, weights, image_size)
     provenance = {"extractor": "frames", "encoder": encoder, "weights": enc.weights, "image_size": image_size,
                   "dim": enc.dim, "dtype": dtype, "every": every, "fps": fps or "native", "dataset": dataset}
-    if decode not in ("workers", "device"):
-        raise EmotkError(f"decode={decode!r}: choose workers (PIL in the DataLoader workers) or device.")
     if decode == "device":  # another decoder: another cache (absent for the default, so older caches still match)
         provenance["decode"] = f"device:{torch.device(device).type}"
     writer = FeatureWriter(path, provenance, rank=rank, flush_frames=flush_frames, world_size=world_size)

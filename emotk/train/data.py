@@ -117,11 +117,13 @@ class FrameSource:
         self._file = np.full(n, IN_MEMORY, np.int64)
         self._offset = np.zeros(n, np.int64)
         self._shapes: list[tuple[int, ...]] = []
+        self._sizes: list[int] = []  # elements of each sample's features
         files: dict[Path, int] = {}
         block = 0
         for i, sid in enumerate(sample_ids):
             shape, _ = store.shape_of(sid)
             self._shapes.append(shape)
+            self._sizes.append(int(np.prod(shape, dtype=np.int64)))
             ext = store.extent(sid) if hasattr(os, "pread") else None
             if ext is not None and ext.dtype == np.float16 and len(shape) >= 1:
                 if ext.path not in files:
@@ -131,18 +133,18 @@ class FrameSource:
                 self._file[i], self._offset[i] = files[ext.path], ext.offset
             else:
                 self._offset[i] = block
-                block += int(np.prod(shape, dtype=np.int64))
+                block += self._sizes[i]
         self._block = np.empty(block, np.float16)
         self._open()
 
     def _read(self, store: FeatureStore, sample_ids: list[str]) -> list[np.ndarray]:
         """Verify every sample (reading block samples into place); their masks."""
         in_file = [i for i in range(len(sample_ids)) if self._file[i] != IN_MEMORY]
-        largest = max((int(np.prod(self._shapes[i], dtype=np.int64)) for i in in_file), default=0)
+        largest = max((self._sizes[i] for i in in_file), default=0)
         scratch = np.empty(largest, np.float16)  # one buffer for checking the samples kept in their file
         masks = []
         for i, sid in enumerate(sample_ids):
-            size = int(np.prod(self._shapes[i], dtype=np.int64))
+            size = self._sizes[i]
             if self._file[i] == IN_MEMORY:
                 out = self._block[self._offset[i]:self._offset[i] + size]
             else:
@@ -186,8 +188,7 @@ class FrameSource:
         """Rows ``lo:hi`` of sample ``s`` (float16)."""
         shape = self._shapes[s]
         if self._file[s] == IN_MEMORY:
-            size = int(np.prod(shape, dtype=np.int64))
-            return self._block[self._offset[s]:self._offset[s] + size].reshape(shape)[lo:hi]
+            return self._block[self._offset[s]:self._offset[s] + self._sizes[s]].reshape(shape)[lo:hi]
         row = int(np.prod(shape[1:], dtype=np.int64)) * 2
         want = (hi - lo) * row
         data = os.pread(self._handles[self._file[s]].fileno(), want, int(self._offset[s]) + lo * row)
